@@ -1,0 +1,4 @@
+from llm_tune.cli import main
+
+if __name__ == "__main__":
+    main()

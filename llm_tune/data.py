@@ -1,0 +1,214 @@
+"""Data: local files or Hub datasets, checked row by row, rendered into TRL's dataset formats.
+
+alpaca and classification rows become prompt/completion pairs (conversational when the tokenizer has a
+chat template), chat rows stay messages, completion rows are raw text. Bad rows are reported with their
+file and line; they stop the run unless the recipe says to skip them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_tune.config import DataConfig
+from llm_tune.errors import UserError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_ROLES = {"system", "user", "assistant"}
+MAX_LISTED = 10
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    validation: Dataset | None
+    labels: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_data_paths(cfg: DataConfig) -> list[str]:
+    problems = []
+    for key in ("train", "validation"):
+        spec = getattr(cfg, key)
+        if spec is None:
+            continue
+        path = Path(spec)
+        if path.suffix in _LOADERS and not path.is_file():
+            problems.append(f"data.{key}: file not found: {spec}")
+        elif path.suffix and path.suffix not in _LOADERS:
+            problems.append(f"data.{key}: {spec}: unsupported file type; use .jsonl, .json, .csv or .parquet")
+        elif not path.suffix and not path.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+            problems.append(f"data.{key}: {spec!r} is not a local file and HF_HUB_OFFLINE=1 is set")
+    if cfg.chat_template and not Path(cfg.chat_template).is_file():
+        problems.append(f"data.chat_template: file not found: {cfg.chat_template}")
+    return problems
+
+
+def read_rows(spec: str) -> Dataset:
+    """A file's rows, or the train split of a Hub dataset."""
+    from datasets import load_dataset
+
+    path = Path(spec)
+    try:
+        if path.suffix in _LOADERS:
+            return load_dataset(_LOADERS[path.suffix], data_files=str(path), split="train")
+        return load_dataset(spec, split="train")
+    except Exception as exc:  # datasets raises many types for unreadable files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{spec}: could not read the data: {reason}") from None
+
+
+def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrainedTokenizerBase) -> Splits:
+    """Train and validation datasets in TRL's formats, with the label set for classification."""
+    train_rows = read_rows(cfg.train)
+    val_rows = read_rows(cfg.validation) if cfg.validation else None
+    notes: list[str] = []
+    train_rows = _keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
+    if cfg.format == "classification" and labels is None:
+        labels = sorted({str(label) for label in train_rows[cfg.fields.label]})
+    if val_rows is not None:
+        val_rows = _keep_good_rows(val_rows, cfg, cfg.validation, labels, notes)
+    elif cfg.validation_fraction:
+        parts = train_rows.train_test_split(test_size=cfg.validation_fraction, seed=0, shuffle=True)
+        train_rows, val_rows = parts["train"], parts["test"]
+    conversational = tokenizer.chat_template is not None
+    train = render(train_rows, cfg, labels, conversational)
+    validation = render(val_rows, cfg, labels, conversational) if val_rows is not None else None
+    for name, split in (("train", train), ("validation", validation)):
+        if split is not None:
+            notes.append(_truncation_note(name, split, cfg.max_length, tokenizer))
+    return Splits(train, validation, labels, [n for n in notes if n])
+
+
+def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) -> str | None:
+    """Why a row cannot be trained on, or None."""
+    names = cfg.fields
+    required = {
+        "alpaca": (names.instruction, names.output),
+        "completion": (names.text,),
+        "classification": (names.text, names.label),
+        "chat": (names.messages,),
+    }[cfg.format]
+    for key in required:
+        value = row.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return f"missing or empty '{key}'"
+    if cfg.format == "chat":
+        return _chat_problem(row[names.messages])
+    if cfg.format == "classification" and labels is not None and str(row[names.label]) not in labels:
+        return f"label {row[names.label]!r} is not one of the labels {labels}"
+    return None
+
+
+def _chat_problem(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list of {role, content}"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return f"message {i}: role must be one of {sorted(_ROLES)}"
+        if not isinstance(message.get("content"), str):
+            return f"message {i}: content must be a string"
+    if not any(m["role"] == "assistant" for m in messages):
+        return "no assistant message to train on"
+    return None
+
+
+def _where(spec: str, index: int) -> str:
+    suffix = Path(spec).suffix
+    if suffix == ".jsonl":
+        return f"{spec}:{index + 1}"
+    if suffix == ".csv":
+        return f"{spec}:{index + 2}"
+    return f"{spec}: row {index}"
+
+
+def _keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] | None, notes: list[str]) -> Dataset:
+    bad = []
+    for index, row in enumerate(rows):
+        problem = row_problem(row, cfg, labels)
+        if problem:
+            bad.append((index, problem))
+    if not bad and len(rows) == 0:
+        raise UserError(f"{spec}: no rows")
+    if not bad:
+        return rows
+    lines = [f"{_where(spec, i)}: {problem}" for i, problem in bad[:MAX_LISTED]]
+    if len(bad) > MAX_LISTED:
+        lines.append(f"{spec}: ... and {len(bad) - MAX_LISTED} more bad rows")
+    if not cfg.skip_bad_rows:
+        lines.append(f"{spec}: fix these rows, or set data.skip_bad_rows: true to skip them")
+        raise UserError(*lines)
+    notes.extend(lines)
+    notes.append(f"{spec}: skipped {len(bad)} bad rows of {len(rows)} (data.skip_bad_rows)")
+    dropped = {i for i, _ in bad}
+    kept = rows.select(i for i in range(len(rows)) if i not in dropped)
+    if len(kept) == 0:
+        raise UserError(f"{spec}: every row is bad")
+    return kept
+
+
+def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Dataset:
+    """Rows in TRL's format: prompt/completion, messages or text (plus `label` for classification)."""
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        names = cfg.fields
+        if cfg.format == "completion":
+            return {"text": row[names.text]}
+        if cfg.format == "chat":
+            return {"messages": _with_system(row[names.messages], cfg.system_prompt)}
+        if cfg.format == "classification":
+            label = str(row[names.label])
+            user = cfg.prompt.format(text=row[names.text], labels=", ".join(labels or []))
+            return {**_pair(user, label, cfg.system_prompt, conversational), "label": label}
+        instruction, extra = row[names.instruction], row.get(names.input) or ""
+        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        return _pair(user, row[names.output], cfg.system_prompt, conversational)
+
+    return rows.map(convert, remove_columns=rows.column_names, desc="Rendering rows")
+
+
+def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def _pair(user: str, answer: str, system: str | None, conversational: bool) -> dict[str, Any]:
+    if conversational:
+        prompt = _with_system([{"role": "user", "content": user}], system)
+        return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
+    header = f"{system}\n\n" if system else ""
+    return {"prompt": f"{header}### Instruction:\n{user}\n\n### Response:\n", "completion": answer}
+
+
+def token_lengths(split: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Tokens per row as TRL will tokenize it (chat template applied, EOS appended to raw text)."""
+
+    def lengths(batch: dict[str, list[Any]]) -> dict[str, list[int]]:
+        if "messages" in batch:
+            rows = batch["messages"]
+        elif "prompt" in batch:
+            rows = [p + c for p, c in zip(batch["prompt"], batch["completion"])]
+        else:
+            return {"n": [len(ids) + 1 for ids in tokenizer(batch["text"])["input_ids"]]}
+        if isinstance(rows[0], str):
+            return {"n": [len(ids) + 1 for ids in tokenizer(rows)["input_ids"]]}
+        ids = tokenizer.apply_chat_template(rows, tokenize=True, return_dict=True)["input_ids"]
+        return {"n": [len(x) for x in ids]}
+
+    counted = split.map(lengths, batched=True, remove_columns=split.column_names, desc="Counting tokens")
+    return counted["n"]
+
+
+def _truncation_note(name: str, split: Dataset, max_length: int, tokenizer: PreTrainedTokenizerBase) -> str:
+    over = sum(n > max_length for n in token_lengths(split, tokenizer))
+    if not over:
+        return ""
+    return f"{name}: {over} of {len(split)} rows are longer than data.max_length={max_length} and are truncated"

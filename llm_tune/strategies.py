@@ -1,0 +1,76 @@
+"""The four strategies, each a small function over a loaded model: which weights train."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llm_tune.config import StrategyConfig
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+# Modules a sequence classifier adds on top of the base; they always train.
+HEAD_MODULES = ("score", "classifier")
+
+
+def apply_strategy(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bool, gradient_checkpointing: bool):
+    """The model ready to train: all weights, the last blocks, or a LoRA adapter (over a 4-bit base for qlora)."""
+    if strategy.kind == "full":
+        model.requires_grad_(True)
+        return model
+    if strategy.kind == "frozen":
+        return freeze_all_but_last(model, strategy.trainable_layers, strategy.trainable_modules)
+    return add_lora(model, strategy, classifier=classifier, gradient_checkpointing=gradient_checkpointing)
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder's stack of blocks: the longest ModuleList in the model."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no stack of transformer blocks")
+    return max(lists, key=len)
+
+
+def freeze_all_but_last(model: PreTrainedModel, layers: int, modules: list[str]):
+    model.requires_grad_(False)
+    for block in transformer_blocks(model)[-layers:]:
+        block.requires_grad_(True)
+    wanted = set(modules) | set(HEAD_MODULES)
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in wanted:
+            module.requires_grad_(True)
+    return model
+
+
+def add_lora(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bool, gradient_checkpointing: bool):
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if strategy.kind == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM,
+        r=strategy.r,
+        lora_alpha=strategy.lora_alpha,
+        lora_dropout=strategy.lora_dropout,
+        target_modules=strategy.target_modules,
+        use_dora=strategy.use_dora,
+        use_rslora=strategy.use_rslora,
+        # SEQ_CLS already trains the new head in full and saves it with the adapter (modules_to_save).
+    )
+    return get_peft_model(model, config)
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as the values they pack."""
+    trainable = total = 0
+    for param in model.parameters():
+        count = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            count *= 2
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return trainable, total

@@ -1,0 +1,102 @@
+"""The training pipeline, top to bottom: recipe -> data -> model -> strategy -> trainer -> run folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_tune.config import Recipe
+from llm_tune.console import is_main_process, say
+from llm_tune.errors import UserError
+from llm_tune import run_folder
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    from llm_tune.chat_templates import training_chat_template
+    from llm_tune.data import load_splits
+    from llm_tune.models import load_model, load_tokenizer
+    from llm_tune.strategies import apply_strategy, parameter_counts
+    from llm_tune.training import build_trainer
+
+    out = Path(recipe.output_dir)
+    tokenizer = load_tokenizer(recipe.model)
+    stock_template = tokenizer.chat_template
+    if recipe.data.format == "chat" and not recipe.data.train_on_prompt:
+        tokenizer.chat_template = training_chat_template(tokenizer, recipe.data.chat_template)
+        if tokenizer.chat_template is None:
+            raise UserError(
+                "data.chat_template: the model's chat template has no {% generation %} markers and none is known;"
+                " give a .jinja file with them, or set data.train_on_prompt: true"
+            )
+    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
+    for note in splits.notes:
+        say(note)
+
+    sequence_head = recipe.task == "classification" and recipe.classification.head == "sequence"
+    model = load_model(recipe.model, recipe.strategy, tokenizer, labels=splits.labels if sequence_head else None)
+    model = apply_strategy(
+        model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=recipe.training.gradient_checkpointing
+    )
+    trainable, total = parameter_counts(model)
+    say(f"strategy {recipe.strategy.kind}: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+
+    _prepare_output_dir(out, recipe)
+    trainer = build_trainer(recipe, model, tokenizer, splits, out)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=_resume_from(recipe, out))
+    runtime = time.perf_counter() - started
+    metrics = _metrics(trainer, result, runtime, trainable, total)
+    if splits.validation is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    tokenizer.chat_template = stock_template
+    if is_main_process():
+        _save_run(trainer, tokenizer, recipe, out, metrics)
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def _prepare_output_dir(out: Path, recipe: Recipe) -> None:
+    """A new run replaces a finished one in the same folder; resuming keeps it."""
+    if not is_main_process():
+        return
+    if recipe.training.resume is None and out.exists():
+        say(f"{out} exists: replacing the previous run there")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_folder.write_recipe(out, recipe)
+
+
+def _resume_from(recipe: Recipe, out: Path) -> str | bool | None:
+    resume = recipe.training.resume
+    if resume is None:
+        return None
+    if resume == "auto":
+        return True if any((out / run_folder.CHECKPOINTS).glob("checkpoint-*")) else None
+    return resume
+
+
+def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: int) -> dict[str, Any]:
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return {
+        "train_loss": result.training_loss,
+        "train_runtime_s": round(runtime, 3),
+        "train_steps": trainer.state.global_step,
+        "train_tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 2) if runtime else 0.0,
+        "trainable_params": trainable,
+        "total_params": total,
+    }
+
+
+def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
+    weights = run_folder.weights_folder(out, recipe.strategy.kind)
+    trainer.model.config.use_cache = True
+    trainer.save_model(str(weights))
+    tokenizer.save_pretrained(str(weights))
+    trainer.state.save_to_json(str(out / "trainer_state.json"))
+    run_folder.write_json(out / run_folder.METRICS, metrics)
+    say(f"saved {weights} and {out / run_folder.METRICS}")
+    say("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

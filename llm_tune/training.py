@@ -1,0 +1,126 @@
+"""From a recipe to a configured trainer: TRL's SFTTrainer for causal-LM SFT, transformers' Trainer for a
+sequence-classification head. Pure adapters first (recipe -> SFTConfig), then the trainer itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_tune.config import Recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+    from llm_tune.data import Splits
+
+
+def trainer_arguments(recipe: Recipe, checkpoints: Path, has_validation: bool, bf16: bool) -> dict[str, Any]:
+    """The recipe's training section as TrainingArguments keywords (shared by both trainers)."""
+    import torch
+
+    t = recipe.training
+    evaluate_every = has_validation and t.eval_steps is not None
+    arguments: dict[str, Any] = dict(
+        output_dir=str(checkpoints),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluate_every else "no",
+        eval_steps=t.eval_steps if evaluate_every else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        report_to=[] if t.report_to == "none" else [t.report_to],
+        bf16=bf16,
+        # TRL refuses bf16 on a CPU unless use_cpu is set; a machine without CUDA trains on the CPU.
+        use_cpu=not torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=False,
+    )
+    if t.gradient_checkpointing:
+        arguments.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    return arguments
+
+
+def sft_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
+    """TRL's SFTConfig: the shared arguments plus how rows become token sequences and which tokens train."""
+    from trl import SFTConfig
+
+    data = recipe.data
+    return SFTConfig(
+        **arguments,
+        max_length=data.max_length,
+        packing=recipe.training.packing,
+        packing_strategy="bfd",
+        completion_only_loss=not data.train_on_prompt,
+        assistant_only_loss=data.format == "chat" and not data.train_on_prompt,
+        dataset_text_field="text",
+    )
+
+
+def build_trainer(
+    recipe: Recipe,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    splits: Splits,
+    out: Path,
+) -> Trainer:
+    import torch
+
+    bf16 = next(model.parameters()).dtype == torch.bfloat16 or recipe.model.dtype == "bfloat16"
+    arguments = trainer_arguments(recipe, out / "checkpoints", splits.validation is not None, bf16)
+    if recipe.training.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
+    if recipe.task == "classification" and recipe.classification.head == "sequence":
+        return _classifier_trainer(recipe, model, tokenizer, splits, arguments)
+    from trl import SFTTrainer
+
+    train, validation = (_without_label(s) for s in (splits.train, splits.validation))
+    return SFTTrainer(
+        model=model,
+        args=sft_config(recipe, arguments),
+        train_dataset=train, eval_dataset=validation, processing_class=tokenizer
+    )
+
+
+def _without_label(split: Any) -> Any:
+    if split is None or "label" not in split.column_names:
+        return split
+    return split.remove_columns("label")
+
+
+def _classifier_trainer(
+    recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, arguments: dict[str, Any]
+) -> Trainer:
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from llm_tune.classify import encode_for_classifier
+
+    args = TrainingArguments(**arguments)
+    encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length)
+    train = splits.train.map(encode, batched=True, remove_columns=splits.train.column_names, desc="Tokenizing")
+    validation = None
+    if splits.validation is not None:
+        validation = splits.validation.map(
+            encode, batched=True, remove_columns=splits.validation.column_names, desc="Tokenizing"
+        )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
