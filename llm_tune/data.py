@@ -69,13 +69,13 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     train_rows = read_rows(cfg.train)
     val_rows = read_rows(cfg.validation) if cfg.validation else None
     notes: list[str] = []
-    train_rows = _keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
+    train_rows = keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
     if cfg.format == "classification" and labels is None:
         labels = sorted({str(label) for label in train_rows[cfg.fields.label]})
     if val_rows is not None:
-        val_rows = _keep_good_rows(val_rows, cfg, cfg.validation, labels, notes)
+        val_rows = keep_good_rows(val_rows, cfg, cfg.validation, labels, notes)
     elif cfg.validation_fraction:
-        parts = train_rows.train_test_split(test_size=cfg.validation_fraction, seed=0, shuffle=True)
+        parts = train_rows.train_test_split(test_size=cfg.validation_fraction, seed=cfg.validation_seed, shuffle=True)
         train_rows, val_rows = parts["train"], parts["test"]
     conversational = tokenizer.chat_template is not None
     train = render(train_rows, cfg, labels, conversational)
@@ -128,7 +128,7 @@ def _where(spec: str, index: int) -> str:
     return f"{spec}: row {index}"
 
 
-def _keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] | None, notes: list[str]) -> Dataset:
+def keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] | None, notes: list[str]) -> Dataset:
     bad = []
     for index, row in enumerate(rows):
         problem = row_problem(row, cfg, labels)

@@ -34,6 +34,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     for note in splits.notes:
         say(note)
+    if classifying:
+        recipe.classification.labels = splits.labels  # the resolved recipe records the label set
 
     sequence_head = recipe.task == "classification" and recipe.classification.head == "sequence"
     model = load_model(recipe.model, recipe.strategy, tokenizer, labels=splits.labels if sequence_head else None)
@@ -54,8 +56,19 @@ def train(recipe: Recipe) -> dict[str, Any]:
     tokenizer.chat_template = stock_template
     if is_main_process():
         _save_run(trainer, tokenizer, recipe, out, metrics)
+        if recipe.task == "classification" and recipe.data.validation:
+            _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
+    from llm_tune.evaluation import evaluate_classifier
+
+    batch = recipe.training.per_device_eval_batch_size
+    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out / "eval")
+    metrics.update(eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
+    run_folder.write_json(out / run_folder.METRICS, metrics)
 
 
 def _prepare_output_dir(out: Path, recipe: Recipe) -> None:

@@ -1,0 +1,106 @@
+"""Classification evaluation: predictions, metrics through `evaluate` (a local metric module), a table on
+the console, and RUN_DIR/eval/{metrics.json, predictions.jsonl}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llm_tune import run_folder
+from llm_tune.config import Recipe
+from llm_tune.errors import UserError
+
+METRIC_MODULE = Path(__file__).parent / "metrics" / "classification"
+
+
+def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
+    """Rendered prompts with their labels; a label outside the run's label set is an error naming the row."""
+    from llm_tune.data import keep_good_rows, read_rows, render
+
+    cfg = recipe.data.model_copy(update={"skip_bad_rows": False})
+    rows = keep_good_rows(read_rows(spec), cfg, spec, recipe.classification.labels, [])
+    rendered = render(rows, cfg, recipe.classification.labels, tokenizer.chat_template is not None)
+    return rendered.add_column("text", rows[cfg.fields.text])
+
+
+def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
+    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
+    import evaluate
+
+    from llm_tune.classify import label_probabilities
+
+    labels = recipe.classification.labels
+    rows = classification_rows(recipe, spec, tokenizer)
+    probs = label_probabilities(model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size)
+    predicted = probs.argmax(-1).tolist()
+    truth = [labels.index(label) for label in rows["label"]]
+    scores = evaluate.load(str(METRIC_MODULE)).compute(
+        predictions=predicted, references=truth, num_labels=len(labels)
+    )
+    metrics = {"data": spec, "rows": len(truth), "labels": labels, **scores}
+    predictions = [
+        {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
+        for text, t, p, row in zip(rows["text"], truth, predicted, probs)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    run_folder.write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
+    run_folder.write_json(out / "metrics.json", metrics)
+    print(format_report(metrics), flush=True)
+    return metrics
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    labels = metrics["labels"]
+    width = max(9, *(len(label) for label in labels))
+    lines = [
+        f"{metrics['data']}: {metrics['rows']} rows, accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}",
+        f"{'label':<{width}}  precision  recall      f1  support",
+    ]
+    for i, label in enumerate(labels):
+        lines.append(
+            f"{label:<{width}}  {metrics['precision'][i]:9.4f}  {metrics['recall'][i]:6.4f}  "
+            f"{metrics['f1'][i]:6.4f}  {metrics['support'][i]:7d}"
+        )
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    lines.append(" " * width + "  " + "  ".join(f"{label:>{width}}" for label in labels))
+    for label, counts in zip(labels, metrics["confusion_matrix"]):
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{c:>{width}d}" for c in counts))
+    return "\n".join(lines)
+
+
+def eval_command(run_dir: Path, data: str | None, batch_size: int) -> dict:
+    from llm_tune.trained import load_trained
+
+    run = load_trained(run_dir)
+    recipe = run.recipe
+    if recipe.task != "classification":
+        raise UserError(f"{run_dir}: eval scores classification runs; this run's task is {recipe.task}")
+    spec = data or recipe.data.validation
+    if spec is None:
+        raise UserError(f"{run_dir}: the run has no validation file; pass --data FILE")
+    if not Path(spec).is_file():
+        raise UserError(f"--data: file not found: {spec}")
+    return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, run_dir / "eval")
+
+
+def predict_command(run_dir: Path, texts: list[str], batch_size: int) -> list[dict[str, float]]:
+    from llm_tune.classify import label_probabilities
+    from llm_tune.data import render
+    from llm_tune.trained import load_trained
+    from datasets import Dataset
+
+    run = load_trained(run_dir)
+    recipe = run.recipe
+    if recipe.task != "classification":
+        raise UserError(f"{run_dir}: predict needs a classification run; this run's task is {recipe.task}")
+    labels = recipe.classification.labels
+    cfg = recipe.data.model_copy(update={"fields": recipe.data.fields.model_copy(update={"text": "text", "label": "label"})})
+    rows = Dataset.from_dict({"text": texts, "label": [labels[0]] * len(texts)})
+    prompts = render(rows, cfg, labels, run.tokenizer.chat_template is not None)["prompt"]
+    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size)
+    results = [dict(zip(labels, map(float, row))) for row in probs]
+    for text, result in zip(texts, results):
+        ranked = sorted(result.items(), key=lambda kv: -kv[1])
+        print(f"{text}\n  " + "  ".join(f"{label} {p:.4f}" for label, p in ranked), flush=True)
+    return results
