@@ -18,6 +18,22 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> list[int]:
     ]
 
 
+def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> bool:
+    """Copy the LM-head rows of each label's first answer token into the new classification head.
+
+    The head then computes exactly the logits the language model gives those tokens where the answer
+    starts; only models whose LM head is tied to the input embeddings (still loaded) qualify."""
+    import torch
+
+    head = getattr(model, "score", None)
+    if not getattr(model.config, "tie_word_embeddings", False) or not isinstance(head, torch.nn.Linear):
+        return False
+    rows = [ids[0] for ids in label_token_ids(tokenizer, labels)]
+    with torch.no_grad():
+        head.weight.copy_(model.get_input_embeddings().weight[rows].to(head.weight.dtype))
+    return True
+
+
 def encode_for_classifier(
     tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
 ) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:

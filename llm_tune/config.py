@@ -79,6 +79,9 @@ class DataConfig(Section):
 class ClassificationConfig(Section):
     head: Literal["sequence", "generate"] = "generate"
     labels: list[str] | None = None  # None: discovered from the training file, sorted
+    # sequence head: start each label's row of the new head from the LM-head row of the label's first token, so
+    # the untrained classifier already scores like the instruct model's zero-shot answer (tied embeddings only).
+    init_head_from_labels: bool = True
 
 
 class TrainingConfig(Section):
@@ -109,6 +112,22 @@ class TrainingConfig(Section):
         return self
 
 
+class ExportConfig(Section):
+    """What `llm_tune export` does, run at the end of training when the section is present."""
+
+    merge: bool = False  # lora/qlora: False = a PEFT adapter folder, True = merged into the base
+    out: str | None = None  # default: OUTPUT_DIR/export/adapter or OUTPUT_DIR/export/merged
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None  # None: the dtype the model trained in
+    # qlora merges: "dequantized" reproduces the trained model (the 4-bit weights it saw, dequantized);
+    # "original" merges into the full-precision checkpoint, which drifts by the quantization error.
+    qlora_merge_base: Literal["dequantized", "original"] = "dequantized"
+    max_shard_size: str = "2GB"  # merged weights are split into safetensors shards above this size
+    verify_prompts: int = Field(4, gt=0, le=64)  # rows (validation first) run through both models
+    verify_new_tokens: int = Field(16, gt=0, le=256)  # greedy tokens compared per prompt
+    base_model_id: str | None = None  # Hub id for the model card when model.name_or_path is a local folder
+    license: str | None = None  # model card license; None: the base model card's, else "other"
+
+
 class Recipe(Section):
     model: ModelConfig
     strategy: StrategyConfig = StrategyConfig()
@@ -117,3 +136,4 @@ class Recipe(Section):
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
     output_dir: str = "runs/latest"
+    export: ExportConfig | None = None

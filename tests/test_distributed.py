@@ -1,0 +1,163 @@
+"""Multi-process training on the CPU: 2 processes x batch b train exactly like 1 process x batch 2b and like
+1 process x batch b x gradient accumulation 2; launches that cannot train as asked are refused; the data is
+tokenized once and cached; only rank 0 logs and writes; an error names its rank."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
+
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+CPU_DDP = ROOT / "recipes" / "accelerate" / "cpu-ddp.yaml"
+STEPS = 4
+
+
+def launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600
+    )
+
+
+def step_losses(out: Path) -> dict[int, float]:
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def test_three_batch_layouts_give_the_same_per_step_losses(tmp_path, tiny_model, data_dir):
+    cache = {"LLM_TUNE_CACHE": str(tmp_path / "cache")}
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        base_recipe(tiny_model, data_dir, tmp_path / "unused", training={"max_steps": STEPS, "save_steps": 2}),
+    )
+    # Two processes first: the main process tokenizes and caches while rank 1 waits, then both load the cache.
+    two = launch(
+        ACCELERATE, "launch", "--config_file", str(CPU_DDP), "--num_processes", "2", "-m", "llm_tune", str(recipe),
+        f"output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2", env=cache,
+    )
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "tokenized data cached in" in two.stdout
+    assert two.stdout.count("[llm_tune] strategy lora") == 1 and two.stdout.count("[llm_tune] saved") == 1
+    assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-2" / "rng_state_1.pth").is_file()  # rank 1 existed
+
+    layouts = {"2 proc x b=2": tmp_path / "ddp"}
+    for name, out, overrides in (
+        ("1 proc x b=4", "big", ["training.per_device_train_batch_size=4"]),
+        ("1 proc x b=2 x GA 2", "accum", ["training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2"]),
+    ):
+        done = run_cli(recipe, f"output_dir={tmp_path / out}", *overrides, env=cache)
+        assert "tokenized data: reusing the cache" in done.stdout and "Tokenizing train" not in done.stderr
+        layouts[name] = tmp_path / out
+
+    losses = {name: step_losses(out) for name, out in layouts.items()}
+    print("\nstep | " + " | ".join(losses))
+    for step in range(1, STEPS + 1):
+        print(f"{step:4d} | " + " | ".join(f"{losses[name][step]:.7f}" for name in losses))
+    reference = losses["1 proc x b=4"]
+    assert sorted(reference) == list(range(1, STEPS + 1))
+    for name, per_step in losses.items():
+        for step, loss in reference.items():
+            assert per_step[step] == pytest.approx(loss, abs=1e-5), (name, step)
+
+
+def test_a_cpu_launch_that_starts_one_process_is_refused(tmp_path, tiny_model, data_dir):
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data_dir, tmp_path / "out"))
+    done = launch(ACCELERATE, "launch", "--cpu", "--num_processes", "2", "-m", "llm_tune", str(recipe))
+    assert done.returncode != 0
+    assert "asked for 2 processes but started 1" in done.stderr
+    assert "recipes/accelerate/cpu-ddp.yaml" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_fsdp_on_a_cpu_is_refused_before_training(tmp_path, tiny_model, data_dir):
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data_dir, tmp_path / "out"))
+    config = ROOT / "recipes" / "accelerate" / "fsdp.yaml"
+    done = launch(ACCELERATE, "launch", "--config_file", str(config), "--num_processes", "1", "-m", "llm_tune", str(recipe))
+    assert done.returncode != 0
+    assert "error: the accelerate config asks for FSDP, which needs GPUs" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_deepspeed_on_a_cpu_is_refused(monkeypatch):
+    from llm_tune import distributed
+    from llm_tune.errors import UserError
+
+    monkeypatch.setattr(distributed, "launcher_command", lambda: None)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(UserError, match="DeepSpeed, which needs GPUs"):
+        distributed.check_launch()
+
+
+def test_requested_processes_from_flags_and_config_files(tmp_path):
+    from llm_tune.distributed import requested_processes
+
+    config = tmp_path / "c.yaml"
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 3\n")
+    assert requested_processes(["accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "llm_tune"]) == 2
+    assert requested_processes(["accelerate", "launch", "--num-processes=4", "train.py"]) == 4
+    assert requested_processes(["accelerate", "launch", "--config_file", str(config), "-m", "x", "--num_processes", "9"]) == 3
+
+
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {
+        "cpu-ddp": ("MULTI_GPU", {}),
+        "ddp": ("MULTI_GPU", {}),
+        "fsdp": ("FSDP", {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}),
+        "deepspeed-zero2": ("DEEPSPEED", {"zero_stage": 2}),
+        "deepspeed-zero3": ("DEEPSPEED", {"zero_stage": 3, "zero3_save_16bit_model": True}),
+        "deepspeed-zero3-offload": ("DEEPSPEED", {"zero_stage": 3, "offload_param_device": "cpu"}),
+        "two-node": ("MULTI_GPU", {}),
+    }
+    for name, (kind, settings) in expected.items():
+        config = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
+        assert config.distributed_type.value == kind, name
+        section = config.fsdp_config if kind == "FSDP" else config.deepspeed_config
+        assert settings.items() <= section.items(), name
+    assert load_config_from_file(str(CPU_DDP)).use_cpu is True
+    assert load_config_from_file(str(ROOT / "recipes" / "accelerate" / "two-node.yaml")).num_machines == 2
+
+
+def test_an_error_names_its_rank_and_stops_the_job(tmp_path, tiny_model, data_dir):
+    recipe = base_recipe(tiny_model, data_dir, tmp_path / "out")
+    recipe["data"]["train"] = str(tmp_path / "missing.jsonl")
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    done = launch(TORCHRUN, "--nproc_per_node", "2", "-m", "llm_tune", str(path))
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"error: rank {rank}: {path}: data.train: file not found" in done.stderr
+
+
+def test_the_cache_key_follows_every_input(tmp_path, tiny_model, data_dir):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from llm_tune.config import Recipe
+    from llm_tune.dataset_cache import cache_key
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes((data_dir / "alpaca.jsonl").read_bytes())
+    recipe = Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "out"))
+    recipe.data.train = str(rows)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    args = SimpleNamespace(max_length=128, packing=False, completion_only_loss=True)
+    key = cache_key(recipe, tokenizer, None, args)
+    assert cache_key(recipe, tokenizer, None, args) == key
+    keys = set()
+    with rows.open("a") as handle:
+        handle.write('{"instruction": "one more", "output": "row"}\n')
+    keys.add(cache_key(recipe, tokenizer, None, args))
+    recipe.data.max_length = 64
+    keys.add(cache_key(recipe, tokenizer, None, args))
+    tokenizer.chat_template = "{{ messages }}"
+    keys.add(cache_key(recipe, tokenizer, None, args))
+    keys.add(cache_key(recipe, tokenizer, None, SimpleNamespace(max_length=128, packing=True)))
+    assert len(keys) == 4 and key not in keys

@@ -1,0 +1,134 @@
+"""Exact resume: a run killed with SIGKILL after a checkpoint and resumed with training.resume=auto logs the same
+per-step losses and ends with the same weights as the run that was never interrupted; half-written checkpoints
+are never resumed from; Ctrl-C saves a checkpoint and prints the command that resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
+
+STEPS = 8  # 20 rows, batch 4: 5 steps an epoch, so the resumed part crosses an epoch boundary
+
+
+@pytest.fixture
+def cache(tmp_path) -> dict:
+    return {"LLM_TUNE_CACHE": str(tmp_path / "cache")}
+
+
+def step_losses(out: Path) -> dict[int, float]:
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def adapter_tensors(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+
+def resume_recipe(tmp_path: Path, tiny_model: Path, data_dir: Path, name: str, **training) -> Path:
+    settings = {"max_steps": STEPS, "per_device_train_batch_size": 4, "save_steps": 2, "save_total_limit": 2}
+    recipe = base_recipe(tiny_model, data_dir, tmp_path / name, training={**settings, **training})
+    return write_recipe(tmp_path / f"{name}.yaml", recipe)
+
+
+def start(recipe: Path, log: Path, env: dict, *overrides: str) -> subprocess.Popen:
+    handle = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm_tune", str(recipe), *overrides],
+        cwd=ROOT, env={**ENV, **env}, stdout=handle, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run ended (rc {process.returncode}) before the condition:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path, tiny_model, data_dir, cache):
+    from llm_tune.checkpoints import COMPLETE, latest_complete
+
+    whole = run_cli(resume_recipe(tmp_path, tiny_model, data_dir, "whole"), env=cache)
+    assert whole.returncode == 0
+
+    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "killed")
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    process = start(recipe, log, cache)
+    wait_for(lambda: latest_complete(out / "checkpoints") is not None, process, log)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    latest = latest_complete(out / "checkpoints")
+    killed_at = int(latest.name.split("-")[1])
+    assert killed_at < STEPS and not (out / "adapter").exists()
+
+    # A save cut short: the files of a checkpoint, one of them truncated, and no completion marker.
+    torn = out / "checkpoints" / f"checkpoint-{STEPS - 1}"
+    shutil.copytree(latest, torn, dirs_exist_ok=True)
+    (torn / COMPLETE).unlink()
+    (torn / "optimizer.pt").write_bytes((torn / "optimizer.pt").read_bytes()[:100])
+
+    resumed = run_cli(recipe, "training.resume=auto", env=cache)
+    assert f"removing {torn}: its save did not finish" in resumed.stdout
+    assert f"resuming from {out / 'checkpoints'}/checkpoint-" in resumed.stdout
+
+    expected, got = step_losses(tmp_path / "whole"), step_losses(out)
+    assert sorted(got) == sorted(expected) == list(range(1, STEPS + 1))
+    print(f"\nkilled after checkpoint-{killed_at}; step: uninterrupted | killed+resumed")
+    for step in expected:
+        print(f"{step:3d}: {expected[step]:.6f} | {got[step]:.6f}")
+        assert got[step] == pytest.approx(expected[step], abs=1e-5)
+    final_whole, final_resumed = adapter_tensors(tmp_path / "whole"), adapter_tensors(out)
+    assert final_whole.keys() == final_resumed.keys()
+    for name, tensor in final_whole.items():
+        assert (tensor - final_resumed[name]).abs().max().item() <= 1e-6, name
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_model, data_dir, cache):
+    from llm_tune.checkpoints import is_complete
+
+    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "interrupted", max_steps=500, save_steps=1000)
+    log = tmp_path / "interrupted.log"
+    process = start(recipe, log, cache, "training.seed=7")
+    wait_for(lambda: "'loss'" in log.read_text(), process, log)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert f"resume with: python -m llm_tune {recipe} training.seed=7 training.resume=auto" in text
+    saved = [p for p in (tmp_path / "interrupted" / "checkpoints").glob("checkpoint-*")]
+    assert len(saved) == 1 and is_complete(saved[0])
+    assert f"checkpoint saved in {saved[0]}" in text
+
+
+def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
+    from llm_tune.checkpoints import is_complete, latest_complete, mark_complete, resolve_resume
+    from llm_tune.errors import UserError
+
+    checkpoints = tmp_path / "out" / "checkpoints"
+    for step in (2, 4, 10):
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "optimizer.pt").write_bytes(b"x" * 64)
+        mark_complete(folder, step)
+    assert latest_complete(checkpoints).name == "checkpoint-10"
+    (checkpoints / "checkpoint-10" / "optimizer.pt").write_bytes(b"x" * 10)  # truncated after the marker
+    (checkpoints / "checkpoint-4" / "optimizer.pt").unlink()
+    assert not is_complete(checkpoints / "checkpoint-10") and not is_complete(checkpoints / "checkpoint-4")
+    assert latest_complete(checkpoints).name == "checkpoint-2"
+    assert resolve_resume("auto", tmp_path / "out") == str(checkpoints / "checkpoint-2")
+    with pytest.raises(UserError, match="not a complete checkpoint"):
+        resolve_resume(str(checkpoints / "checkpoint-10"), tmp_path / "out")
+    assert resolve_resume("auto", tmp_path / "empty") is None
