@@ -69,7 +69,7 @@ def format_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def eval_command(run_dir: Path, data: str | None, batch_size: int) -> dict:
+def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dict:
     from llm_tune.trained import load_trained
 
     run = load_trained(run_dir)
@@ -81,10 +81,11 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int) -> dict:
         raise UserError(f"{run_dir}: the run has no validation file; pass --data FILE")
     if not Path(spec).is_file():
         raise UserError(f"--data: file not found: {spec}")
+    batch_size = batch_size or recipe.training.per_device_eval_batch_size
     return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, run_dir / "eval")
 
 
-def predict_command(run_dir: Path, texts: list[str], batch_size: int) -> list[dict[str, float]]:
+def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> list[dict[str, float]]:
     from llm_tune.classify import label_probabilities
     from llm_tune.data import render
     from llm_tune.trained import load_trained
@@ -98,6 +99,7 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int) -> list[di
     cfg = recipe.data.model_copy(update={"fields": recipe.data.fields.model_copy(update={"text": "text", "label": "label"})})
     rows = Dataset.from_dict({"text": texts, "label": [labels[0]] * len(texts)})
     prompts = render(rows, cfg, labels, run.tokenizer.chat_template is not None)["prompt"]
+    batch_size = batch_size or recipe.training.per_device_eval_batch_size
     probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size)
     results = [dict(zip(labels, map(float, row))) for row in probs]
     for text, result in zip(texts, results):

@@ -309,7 +309,7 @@ def _finish(job: Job, tmp: Path, out: Path) -> None:
         "task": job.recipe.task,
         "sequence_classifier": job.classifier,
         "dtype": job.dtype,
-        "run_dir": str(job.run_dir.resolve()),
+        "run": job.run_dir.resolve().name,  # the name only: an export may be published
         "files": sorted({p.name for p in tmp.iterdir()} | {MANIFEST}),
     }
     run_folder.write_json(tmp / MANIFEST, manifest)

@@ -92,8 +92,9 @@ def _training(recipe: Recipe) -> str:
     strategy = recipe.strategy.model_dump(mode="json")
     if recipe.strategy.kind not in ("lora", "qlora"):
         strategy = {k: strategy[k] for k in ("kind", "trainable_layers", "trainable_modules")}
-    elif recipe.strategy.kind == "lora":
-        strategy = {k: v for k, v in strategy.items() if not k.startswith("bnb_")}
+    else:
+        skip = ("trainable_layers", "trainable_modules") + (("bnb_",) if recipe.strategy.kind == "lora" else ())
+        strategy = {k: v for k, v in strategy.items() if not k.startswith(skip)}
     data = {"train": recipe.data.train, "validation": recipe.data.validation, "format": recipe.data.format}
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
     if recipe.task == "classification":
@@ -120,6 +121,12 @@ def _verification(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {result['max_abs_logit_diff']:.3g} | {result['greedy_token_agreement']:.1%}"
             f" | {result['greedy_exact_match']} |"
+        )
+    if report.get("qlora_merge_base"):
+        lines.append(
+            f"\nQLoRA: merged into the `{report['qlora_merge_base']}` base. Both merge bases are measured against"
+            " the trained model (4-bit base + adapter): `dequantized` reproduces it, `original` (the full-precision"
+            " checkpoint) drifts by the quantization error."
         )
     gate = report.get("gate") or {}
     if gate:

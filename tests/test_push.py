@@ -21,7 +21,8 @@ TOKEN = "hf_testtoken_4f9a1c"
 def run(tiny_model, data_dir, tmp_path_factory) -> Path:
     """A tiny lora run whose recipe exports the merged model at the end of training."""
     root = tmp_path_factory.mktemp("push-run")
-    recipe = base_recipe(tiny_model, data_dir, root / "run", training={"max_steps": 2}, export={"merge": True})
+    export = {"merge": True, "verify_prompts": 2, "verify_new_tokens": 8}  # quick checks on the tiny model
+    recipe = base_recipe(tiny_model, data_dir, root / "run", training={"max_steps": 2}, export=export)
     run_cli(write_recipe(root / "recipe.yaml", recipe))
     return root / "run"
 

@@ -1,0 +1,150 @@
+"""Classification through the real entry point: both heads with every strategy, eval and predict, the head
+surviving save and reload, a learnable toy task, metrics against a hand-computed example, bad labels."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import base_recipe, run_cli, write_jsonl, write_recipe
+
+STRATEGIES = ["lora", "qlora", "full", "frozen"]
+
+
+def classification_recipe(tiny_model, data_dir, out: Path, head: str, kind: str, **training) -> dict:
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        out,
+        task="classification",
+        classification={"head": head},
+        data={
+            "train": str(data_dir / "reviews.jsonl"),
+            "validation": str(data_dir / "reviews_val.jsonl"),
+            "format": "classification",
+        },
+    )
+    recipe["strategy"]["kind"] = kind
+    recipe["strategy"]["trainable_layers"] = 1
+    recipe["training"].update(training)
+    return recipe
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+@pytest.mark.parametrize("head", ["sequence", "generate"])
+def test_both_heads_train_save_and_evaluate(tiny_model, data_dir, tmp_path, head, kind):
+    out = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_model, data_dir, out, head, kind))
+    done = run_cli(recipe)
+    assert "accuracy" in done.stdout and "confusion matrix" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    at_train_end = json.loads((out / "eval" / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 8 and all(p["prediction"] in ("negative", "positive") for p in predictions)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in predictions)
+    # `eval` reloads the saved run: the same predictions as the in-memory model at the end of training.
+    run_cli("eval", out)
+    reloaded = json.loads((out / "eval" / "metrics.json").read_text())
+    assert reloaded["confusion_matrix"] == at_train_end["confusion_matrix"]
+    reloaded_predictions = [json.loads(l) for l in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
+    # bitsandbytes' 4-bit CPU matmul differs by ~1e-4 between the trained model and a fresh 4-bit load.
+    tolerance = 1e-3 if kind == "qlora" else 1e-5
+    for before, after in zip(predictions, reloaded_predictions):
+        for label in ("negative", "positive"):
+            assert after["probabilities"][label] == pytest.approx(before["probabilities"][label], abs=tolerance)
+    if head == "sequence":
+        config_dir = out / ("adapter" if kind in ("lora", "qlora") else "model")
+        if kind in ("full", "frozen"):
+            config = json.loads((config_dir / "config.json").read_text())
+            assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_sequence_head_survives_save_and_reload_with_identical_logits(tiny_model, data_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "run"
+    recipe = classification_recipe(tiny_model, data_dir, out, "sequence", "lora", learning_rate=1e-2)
+    run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    adapter = out / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["modules_to_save"]
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    untrained = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
+    batch = tokenizer(["The film was lovely."], return_tensors="pt")
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch).logits, untrained(**batch).logits)
+    again = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2), adapter)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, again.eval()(**batch).logits)
+
+
+@pytest.mark.parametrize("head", ["sequence", "generate"])
+def test_a_toy_task_reaches_high_accuracy(tiny_model, tmp_path, head):
+    """The label says whether the text ends with the keyword 'zebra' (or 'horse'): a few dozen steps learn it."""
+    rng = random.Random(0)
+    words = "apple river stone cloud green tiger piano lemon chair ocean paper candle".split()
+
+    def row(i):
+        has = i % 2 == 0
+        text = rng.sample(words, 3) + ["zebra" if has else "horse"]
+        return {"text": " ".join(text), "label": "yes" if has else "no"}
+
+    data = tmp_path / "data"
+    write_jsonl(data / "reviews.jsonl", [row(i) for i in range(64)])
+    write_jsonl(data / "reviews_val.jsonl", [row(i) for i in range(40)])
+    recipe = classification_recipe(
+        tiny_model, data, tmp_path / "run", head, "full", max_steps=64, learning_rate=3e-3, per_device_train_batch_size=8
+    )
+    recipe["data"].update(prompt="{text}", system_prompt="Answer yes or no.")
+    run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9, metrics
+
+
+def test_metrics_match_a_hand_computed_example(tmp_path):
+    import evaluate
+
+    from llm_tune.evaluation import METRIC_MODULE
+
+    # truth:     a a a b b c      predicted: a b a b c c
+    scores = evaluate.load(str(METRIC_MODULE)).compute(
+        predictions=[0, 1, 0, 1, 2, 2], references=[0, 0, 0, 1, 1, 2], num_labels=3
+    )
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    # per class: a: p=2/2, r=2/3; b: p=1/2, r=1/2; c: p=1/2, r=1/1
+    assert scores["precision"] == pytest.approx([1.0, 0.5, 0.5])
+    assert scores["recall"] == pytest.approx([2 / 3, 0.5, 1.0])
+    f1 = [2 * p * r / (p + r) for p, r in zip([1.0, 0.5, 0.5], [2 / 3, 0.5, 1.0])]
+    assert scores["f1"] == pytest.approx(f1)
+    assert scores["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert scores["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_predict_prints_each_label_with_its_probability(tiny_model, data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_cli(write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_model, data_dir, out, "generate", "lora")))
+    done = run_cli("predict", out, "--text", "A lovely film.", "--text", "Dull.")
+    lines = done.stdout.splitlines()
+    assert lines[lines.index("A lovely film.") + 1].split()[0] in ("negative", "positive")
+    texts = write_jsonl(tmp_path / "t.txt", [])
+    texts.write_text("first\nsecond\n")
+    assert "second" in run_cli("predict", out, "--file", texts).stdout
+
+
+def test_an_unknown_label_is_an_error_naming_the_row(tiny_model, data_dir, tmp_path):
+    rows = [json.loads(line) for line in (data_dir / "reviews_val.jsonl").read_text().splitlines()]
+    rows[2]["label"] = "neutral"
+    bad = write_jsonl(tmp_path / "val.jsonl", rows)
+    recipe = classification_recipe(tiny_model, data_dir, tmp_path / "run", "generate", "lora")
+    recipe["data"]["validation"] = str(bad)
+    done = run_cli(write_recipe(tmp_path / "r.yaml", recipe), check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: {bad}:3: label 'neutral' is not one of the labels ['negative', 'positive']" in done.stderr
+    assert not (tmp_path / "run").exists()
