@@ -15,9 +15,13 @@ def check_recipe(recipe: Recipe) -> list[str]:
     strategy, data, training = recipe.strategy, recipe.data, recipe.training
     if strategy.kind == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
         problems.append("strategy.kind: qlora needs bitsandbytes; pip install bitsandbytes, or use strategy.kind=lora")
-    if strategy.kind == "frozen" and not problems:
-        layers = num_hidden_layers(recipe.model)
-        if layers is not None and strategy.trainable_layers > layers:
+    layers = num_hidden_layers(recipe.model) if not problems else None
+    if strategy.kind in ("lora", "qlora") and layers is not None and strategy.layers_to_transform:
+        outside = [i for i in strategy.layers_to_transform if not 0 <= i < layers]
+        if outside:
+            problems.append(f"strategy.layers_to_transform: {outside} outside the model's blocks 0 to {layers - 1}")
+    if strategy.kind == "frozen" and layers is not None:
+        if strategy.trainable_layers > layers:
             problems.append(
                 f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
                 f" choose 1 to {layers}"

@@ -37,6 +37,9 @@ class StrategyConfig(Section):
     target_modules: Literal["all-linear"] | list[str] = "all-linear"
     use_dora: bool = False
     use_rslora: bool = False
+    # Block indices that get adapters (None: all). Adapting only the top blocks also stops the backward
+    # pass there, which is what makes LoRA fast on a CPU.
+    layers_to_transform: list[int] | None = None
     # qlora (transformers BitsAndBytesConfig names)
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
     bnb_4bit_use_double_quant: bool = True
@@ -121,7 +124,7 @@ class ExportConfig(Section):
     # qlora merges: "dequantized" reproduces the trained model (the 4-bit weights it saw, dequantized);
     # "original" merges into the full-precision checkpoint, which drifts by the quantization error.
     qlora_merge_base: Literal["dequantized", "original"] = "dequantized"
-    max_shard_size: str = "2GB"  # merged weights are split into safetensors shards above this size
+    max_shard_size: str = Field("2GB", pattern=r"^[0-9]+(KB|MB|GB|KiB|MiB|GiB)$")  # merged safetensors shard size
     verify_prompts: int = Field(4, gt=0, le=64)  # rows (validation first) run through both models
     verify_new_tokens: int = Field(16, gt=0, le=256)  # greedy tokens compared per prompt
     base_model_id: str | None = None  # Hub id for the model card when model.name_or_path is a local folder

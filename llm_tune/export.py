@@ -84,9 +84,15 @@ def default_out(run_dir: Path, merged: bool) -> Path:
 
 def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
     """The recipe's export section (or the defaults) with the command line's choices on top."""
+    from pydantic import ValidationError
+
     base = (recipe.export or ExportConfig()).model_dump()
     base.update({key: value for key, value in given.items() if value is not None})
-    return ExportConfig.model_validate(base)
+    try:
+        return ExportConfig.model_validate(base)
+    except ValidationError as exc:
+        problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
+        raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
 
 
 def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recipe | None = None) -> Path:
@@ -230,7 +236,12 @@ def _export_merged(job: Job, tmp: Path) -> None:
         # qlora merged into the original base: the merge itself is checked against the adapter on that same
         # base, and the drift from the trained (4-bit) model is reported, not gated.
         _gate(job, check(job, "merged_vs_unmerged_on_original_base", exported, gate_reference), job.dtype)
-        check(job, "merged_vs_trained", exported)
+        drift = check(job, "merged_vs_trained", exported)
+        if not merge_check.within_tolerance(drift, job.dtype):
+            say(
+                f"warning: merged into the original base, this export differs from the trained model by"
+                f" {merge_check.describe('', drift).lstrip(': ')}; --qlora-base dequantized reproduces it"
+            )
     else:
         _gate(job, check(job, "merged_vs_trained", exported), coarsest(job.dtype, trained_dtype(job.recipe)))
 

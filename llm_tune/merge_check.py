@@ -97,6 +97,7 @@ def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_t
                 max_new_tokens=new_tokens,
                 do_sample=False,
                 num_beams=1,
+                use_cache=True,  # training configs turn the cache off (packing); generation wants it
                 eos_token_id=stop,
                 pad_token_id=pad,
             )

@@ -137,13 +137,15 @@ def _verification(report: dict[str, Any]) -> str:
 def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
     classifier = recipe.task == "classification" and recipe.classification.head == "sequence"
     auto = "AutoModelForSequenceClassification" if classifier else "AutoModelForCausalLM"
-    lines = [f"from transformers import AutoTokenizer, {auto}"]
+    lines = [f"from transformers import AutoTokenizer, {auto}", f'tokenizer = AutoTokenizer.from_pretrained("{HERE}")']
     if merged:
         lines += [f'model = {auto}.from_pretrained("{HERE}")']
     else:
-        lines = ["from peft import PeftModel", *lines, *_adapter_base_lines(recipe, options, auto, classifier)]
+        imports = ["from peft import PeftModel"]
+        if recipe.strategy.kind == "qlora":
+            imports += ["import torch", "from transformers import BitsAndBytesConfig"]
+        lines = [*imports, *lines, *_adapter_base_lines(recipe, options, auto, classifier)]
         lines.append(f'model = PeftModel.from_pretrained(base, "{HERE}")')
-    lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{HERE}")')
     if classifier:
         lines += [
             'inputs = tokenizer("Text to classify", return_tensors="pt")',
@@ -168,8 +170,6 @@ def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classi
     if recipe.strategy.kind == "qlora":
         s = recipe.strategy
         lines += [
-            "import torch",
-            "from transformers import BitsAndBytesConfig",
             "# the 4-bit base the adapter was trained against (the merged export needs no bitsandbytes)",
             f'quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{s.bnb_4bit_quant_type}",'
             f" bnb_4bit_use_double_quant={s.bnb_4bit_use_double_quant},"
@@ -178,9 +178,10 @@ def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classi
         args.append("quantization_config=quant")
     if classifier:
         labels = recipe.classification.labels or []
-        args += [f"num_labels={len(labels)}", f"id2label={dict(enumerate(labels))}"]
+        args += [f"num_labels={len(labels)}", f"id2label={dict(enumerate(labels))}",
+                 f"label2id={ {label: i for i, label in enumerate(labels)} }"]
     lines.append(f"base = {auto}.from_pretrained({', '.join(args)})")
     if classifier:
-        lines += ["tokenizer_for_pad = AutoTokenizer.from_pretrained(" + f'"{HERE}")',
-                  "base.config.pad_token_id = tokenizer_for_pad.pad_token_id"]
+        # the classifier pools the last non-pad token: the pad token must be the one training used
+        lines.append("base.config.pad_token_id = tokenizer.pad_token_id")
     return lines

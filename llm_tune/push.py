@@ -78,6 +78,9 @@ def push_folder(folder: Path, repo_id: str, *, private: bool, revision: str | No
     if constants.is_offline_mode():
         raise UserError("HF_HUB_OFFLINE=1 is set: unset it to push to the Hub")
     set_timeout(timeout)
+    # Large files go through the LFS protocol on that same client: the xet uploader (hf_xet, Rust) has its
+    # own network stack, which --timeout cannot reach, and a push must never hang.
+    constants.HF_HUB_DISABLE_XET = True
     api = HfApi()  # token: HF_TOKEN or the saved login, resolved inside huggingface_hub
     endpoint = api.endpoint
     try:

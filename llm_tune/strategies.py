@@ -55,12 +55,23 @@ def add_lora(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bo
         r=strategy.r,
         lora_alpha=strategy.lora_alpha,
         lora_dropout=strategy.lora_dropout,
-        target_modules=strategy.target_modules,
+        target_modules=_target_modules(model, strategy),
         use_dora=strategy.use_dora,
         use_rslora=strategy.use_rslora,
+        layers_to_transform=strategy.layers_to_transform,
         # SEQ_CLS already trains the new head in full and saves it with the adapter (modules_to_save).
     )
     return get_peft_model(model, config)
+
+
+def _target_modules(model: PreTrainedModel, strategy: StrategyConfig) -> str | list[str]:
+    """peft takes "all-linear" only for every block; for some blocks, name the blocks' linear layers."""
+    import torch
+
+    if strategy.target_modules != "all-linear" or strategy.layers_to_transform is None:
+        return strategy.target_modules
+    block = transformer_blocks(model)[0]
+    return sorted({name.split(".")[-1] for name, m in block.named_modules() if isinstance(m, torch.nn.Linear)})
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:

@@ -14,61 +14,21 @@ from llm_tune import run_folder
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    from llm_tune.chat_templates import training_chat_template
-    from llm_tune.data import load_splits
-    from llm_tune.models import load_model, load_tokenizer
-    from llm_tune.strategies import apply_strategy, parameter_counts
     from llm_tune.training import build_trainer
-    from transformers import set_seed
 
     out = Path(recipe.output_dir)
-    tokenizer = load_tokenizer(recipe.model)
-    stock_template = tokenizer.chat_template
-    if recipe.data.format == "chat" and not recipe.data.train_on_prompt:
-        tokenizer.chat_template = training_chat_template(tokenizer, recipe.data.chat_template)
-        if tokenizer.chat_template is None:
-            raise UserError(
-                "data.chat_template: the model's chat template has no {% generation %} markers and none is known;"
-                " give a .jinja file with them, or set data.train_on_prompt: true"
-            )
-    classifying = recipe.task == "classification" or recipe.data.format == "classification"
-    splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
-    for note in splits.notes:
-        say(note)
-    if classifying:
-        recipe.classification.labels = splits.labels  # the resolved recipe records the label set
-
-    sequence_head = recipe.task == "classification" and recipe.classification.head == "sequence"
-    if not sequence_head:  # the sequence-classification trainer tokenizes its own way
-        splits = _tokenized(recipe, tokenizer, splits, out)
-        if len(splits.train) == 0:
-            raise UserError(
-                f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length"
-            )
-    # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
-    # resuming nor comparing batch layouts can be exact.
-    set_seed(recipe.training.seed)
-    model = load_model(recipe.model, recipe.strategy, tokenizer, labels=splits.labels if sequence_head else None)
-    if sequence_head and recipe.classification.init_head_from_labels:
-        from llm_tune.classify import init_head_from_label_tokens
-
-        if init_head_from_label_tokens(model, tokenizer, splits.labels):
-            say("classification head initialised from the label tokens' LM-head rows")
-    model = apply_strategy(
-        model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=recipe.training.gradient_checkpointing
-    )
-    trainable, total = parameter_counts(model)
-    say(f"strategy {recipe.strategy.kind}: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+    tokenizer, stock_template = _tokenizer(recipe)
+    splits = _data(recipe, tokenizer, out)
+    model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
 
     _prepare_output_dir(out, recipe)
     trainer = build_trainer(recipe, model, tokenizer, splits, out)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
-    runtime = time.perf_counter() - started
-    metrics = _metrics(trainer, result, runtime, trainable, total)
+    metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
     if splits.validation is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    tokenizer.chat_template = stock_template
+    tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     if is_main_process():
         _save_run(trainer, tokenizer, recipe, out, metrics)
         if recipe.task == "classification" and recipe.data.validation:
@@ -79,6 +39,68 @@ def train(recipe: Recipe) -> dict[str, Any]:
             export_after_training(out, recipe)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _sequence_head(recipe: Recipe) -> bool:
+    return recipe.task == "classification" and recipe.classification.head == "sequence"
+
+
+def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
+    """The tokenizer to train with (a chat template with generation markers for assistant-only loss), and
+    its stock chat template."""
+    from llm_tune.chat_templates import training_chat_template
+    from llm_tune.models import load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.model)
+    stock_template = tokenizer.chat_template
+    if recipe.data.format == "chat" and not recipe.data.train_on_prompt:
+        tokenizer.chat_template = training_chat_template(tokenizer, recipe.data.chat_template)
+        if tokenizer.chat_template is None:
+            raise UserError(
+                "data.chat_template: the model's chat template has no {% generation %} markers and none is known;"
+                " give a .jinja file with them, or set data.train_on_prompt: true"
+            )
+    return tokenizer, stock_template
+
+
+def _data(recipe: Recipe, tokenizer: Any, out: Path) -> Any:
+    from llm_tune.data import load_splits
+
+    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
+    for note in splits.notes:
+        say(note)
+    if classifying:
+        recipe.classification.labels = splits.labels  # the resolved recipe records the label set
+    if _sequence_head(recipe):  # the sequence-classification trainer tokenizes its own way
+        return splits
+    splits = _tokenized(recipe, tokenizer, splits, out)
+    if len(splits.train) == 0:
+        raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
+    return splits
+
+
+def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[Any, tuple[int, int]]:
+    """The base model with the strategy applied, and its (trainable, total) parameter counts."""
+    from transformers import set_seed
+
+    from llm_tune.classify import init_head_from_label_tokens
+    from llm_tune.models import load_model
+    from llm_tune.strategies import apply_strategy, parameter_counts
+
+    sequence_head = _sequence_head(recipe)
+    # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
+    # resuming nor comparing batch layouts can be exact.
+    set_seed(recipe.training.seed)
+    model = load_model(recipe.model, recipe.strategy, tokenizer, labels=labels if sequence_head else None)
+    if sequence_head and recipe.classification.init_head_from_labels:
+        if init_head_from_label_tokens(model, tokenizer, labels):
+            say("classification head initialised from the label tokens' LM-head rows")
+    gradient_checkpointing = recipe.training.gradient_checkpointing
+    model = apply_strategy(model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=gradient_checkpointing)
+    trainable, total = parameter_counts(model)
+    say(f"strategy {recipe.strategy.kind}: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
+    return model, (trainable, total)
 
 
 def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: Path) -> Any:
@@ -140,6 +162,7 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
         "train_loss": result.training_loss,
         "train_runtime_s": round(runtime, 3),
         "train_steps": trainer.state.global_step,
+        "train_examples": round((trainer.state.epoch or 0) * len(trainer.train_dataset)),
         "train_tokens": tokens,
         "tokens_per_s": round(tokens / runtime, 2) if runtime else 0.0,
         "trainable_params": trainable,

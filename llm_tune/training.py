@@ -47,6 +47,8 @@ def trainer_arguments(recipe: Recipe, checkpoints: Path, has_validation: bool, b
         # TRL refuses bf16 on a CPU unless use_cpu is set; a machine without CUDA trains on the CPU.
         use_cpu=not torch.cuda.is_available(),
         include_num_input_tokens_seen="non_padding",
+        # Every trainable weight takes part in every step (adapters, unfrozen blocks, the head): no search.
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
     if t.gradient_checkpointing:

@@ -1,7 +1,8 @@
 """A small stand-in for the Hugging Face Hub on 127.0.0.1, standard library only.
 
 It speaks the part of the HTTP API that huggingface_hub uses for create_repo, create_branch and
-upload_folder (preupload answered "regular", so files arrive base64 in the commit's NDJSON body), and for
+upload_folder (preupload answers "lfs" for *.safetensors, uploaded through the LFS batch API, and
+"regular" for the rest, which arrives base64 in the commit's NDJSON body), and for
 downloads (resolve/, model info, tree listings), enough for from_pretrained. Also a server that accepts
 connections and never answers, for timeout tests.
 """
@@ -27,6 +28,7 @@ class HubState:
         self.token = token
         self.repos: dict[str, dict] = {}
         self.commits: list[dict] = []
+        self.lfs: dict[str, bytes] = {}  # sha256 -> content, uploaded before the commit names it
         self.seen_auth: set[str] = set()
         self.unknown: list[str] = []
         self.lock = threading.Lock()
@@ -44,6 +46,14 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------------------
     def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # streamed uploads
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                chunk = self.rfile.read(size + 2)[:size]  # each chunk ends with CRLF
+                if size == 0:
+                    return data
+                data += chunk
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -88,8 +98,13 @@ class Handler(BaseHTTPRequestHandler):
                 (rf"/api/models/{REPO}/branch/(?P<branch>.+)", self.create_branch),
                 (rf"/api/models/{REPO}/preupload/(?P<rev>.+)", self.preupload),
                 (rf"/api/models/{REPO}/commit/(?P<rev>.+)", self.commit),
+                (rf"/{REPO}\.git/info/lfs/objects/batch", self.lfs_batch),
+                (r"/lfs-verify", self.lfs_verify),
             ]
         )
+
+    def do_PUT(self) -> None:
+        self._route([(r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self.lfs_upload)])
 
     def do_GET(self) -> None:
         self._route(
@@ -135,7 +150,9 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self._body())
         if not self._authorized():
             return
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]]
+        # Weights go through the LFS protocol, as on the Hub; everything else inline in the commit.
+        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
+                  "shouldIgnore": False} for f in body["files"]]
         self._send(200, {"files": files, "commitOid": self.state.repos[repo]["sha"].get(rev, "0" * 40)})
 
     def commit(self, repo: str, rev: str) -> None:
@@ -148,6 +165,10 @@ class Handler(BaseHTTPRequestHandler):
         for line in lines:
             if line["key"] == "file":
                 added[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+            elif line["key"] == "lfsFile":
+                if line["value"]["oid"] not in self.state.lfs:
+                    return self._error(400, "BadRequest", f"LFS object of {line['value']['path']} was never uploaded")
+                added[line["value"]["path"]] = self.state.lfs[line["value"]["oid"]]
             elif line["key"] != "header":
                 return self._error(400, "BadRequest", f"unsupported commit entry {line['key']}")
         self.state.repos[repo]["branches"][rev].update(added)
@@ -157,6 +178,32 @@ class Handler(BaseHTTPRequestHandler):
         self.state.commits.append({"repo": repo, "revision": rev, "files": sorted(added)})
         host = self.headers["Host"]
         self._send(200, {"commitUrl": f"http://{host}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None})
+
+    def lfs_batch(self, repo: str) -> None:
+        body = json.loads(self._body())
+        if not self._authorized():
+            return
+        host = f"http://{self.headers['Host']}"
+        objects = [
+            {"oid": o["oid"], "size": o["size"], "authenticated": True,
+             "actions": {"upload": {"href": f"{host}/lfs-upload/{o['oid']}"}, "verify": {"href": f"{host}/lfs-verify"}}}
+            for o in body["objects"]
+        ]
+        self._send(200, {"transfer": "basic", "objects": objects})
+
+    def lfs_upload(self, oid: str) -> None:
+        data = self._body()
+        if hashlib.sha256(data).hexdigest() != oid:
+            return self._error(400, "BadRequest", "content does not match its sha256")
+        self.state.lfs[oid] = data
+        self._send(200, {})
+
+    def lfs_verify(self) -> None:
+        body = json.loads(self._body())
+        if not self._authorized():
+            return
+        known = body["oid"] in self.state.lfs and len(self.state.lfs[body["oid"]]) == body["size"]
+        self._send(200, {}) if known else self._error(404, "EntryNotFound", "LFS object not found")
 
     # --- read API -------------------------------------------------------------------------------
     def _branch(self, repo: str, rev: str) -> dict | None:

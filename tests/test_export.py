@@ -189,6 +189,9 @@ def _check_common_files(folder: Path, task: str, kind: str, library: str) -> Non
     assert meta["pipeline_tag"] == ("text-classification" if task == "classification" else "text-generation")
     assert meta["license"] and "## How to load it" in card and "max abs logit diff" in card
     assert f"kind: {kind}" in card and "learning_rate" in card and "train_loss" in card
+    # The card's own loading code runs as printed, pointed at this folder.
+    code = card.split("```python\n")[1].split("```")[0].replace("path/to/this/folder", str(folder))
+    exec(compile(code, "README.md", "exec"), {})
 
 
 def _check_qlora_report(report: dict, original: bool) -> None:
@@ -231,6 +234,7 @@ def test_failed_verification_exits_nonzero_and_leaves_nothing(trained, tmp_path)
         (["export", str(ROOT / "recipes")], "not a run folder"),
         (["export", "RUN", "--dtype", "int3"], "--dtype: expected one of"),
         (["export", "RUN", "--qlora-base", "nf4"], "--qlora-base: expected one of"),
+        (["export", "RUN", "--max-shard-size", "12"], "--max-shard-size: String should match"),
         (["export", "RUN", "--out", "NOTEXPORT"], "is not an llm_tune export"),
     ],
 )

@@ -58,6 +58,7 @@ def test_push_merged_uploads_exactly_the_export_and_reloads(run, hub, tmp_path):
     export = run / "export" / "merged"
     assert state.files("alice/tiny-merged") == _files(export)
     assert len(state.commits) == 1  # one commit for the whole folder
+    assert {len(b) for b in state.lfs.values()} == {len(b) for n, b in _files(export).items() if n.endswith(".safetensors")}
     assert f"Bearer {TOKEN}" in state.seen_auth
     _no_token_anywhere(done, run)
 
