@@ -147,7 +147,7 @@ def keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] 
     notes.extend(lines)
     notes.append(f"{spec}: skipped {len(bad)} bad rows of {len(rows)} (data.skip_bad_rows)")
     dropped = {i for i, _ in bad}
-    kept = rows.select(i for i in range(len(rows)) if i not in dropped)
+    kept = rows.select([i for i in range(len(rows)) if i not in dropped])
     if len(kept) == 0:
         raise UserError(f"{spec}: every row is bad")
     return kept

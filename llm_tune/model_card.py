@@ -130,7 +130,7 @@ def _verification(report: dict[str, Any]) -> str:
         )
     gate = report.get("gate") or {}
     if gate:
-        lines.append(f"\nGate: `{gate['check']}` within the {gate['dtype']} tolerance {gate['tolerance']}.")
+        lines.append(f"\nGate: `{gate['check']}` within the {gate['dtype']} tolerance {gate['tolerance']:.4g}.")
     return "\n".join(lines)
 
 
