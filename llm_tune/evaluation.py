@@ -27,6 +27,7 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
 def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
     """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
     import evaluate
+    import numpy as np
 
     from llm_tune.classify import label_probabilities
 
@@ -38,7 +39,9 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     scores = evaluate.load(str(METRIC_MODULE)).compute(
         predictions=predicted, references=truth, num_labels=len(labels)
     )
-    metrics = {"data": spec, "rows": len(truth), "labels": labels, **scores}
+    # The cross-entropy of the label probabilities: the sequence head's own loss, the generate head's over labels.
+    loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
+    metrics = {"data": spec, "rows": len(truth), "labels": labels, "loss": loss, **scores}
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
         for text, t, p, row in zip(rows["text"], truth, predicted, probs)

@@ -26,12 +26,13 @@ def train(recipe: Recipe) -> dict[str, Any]:
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
-    if splits.validation is not None:
+    classifier_eval = recipe.task == "classification" and recipe.data.validation is not None
+    if splits.validation is not None and not classifier_eval:  # a classifier's eval_loss comes with its metrics
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     if is_main_process():
         _save_run(trainer, tokenizer, recipe, out, metrics)
-        if recipe.task == "classification" and recipe.data.validation:
+        if classifier_eval:
             _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
         if recipe.export is not None:
             from llm_tune.export import export_after_training
@@ -117,7 +118,7 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, 
 
     batch = recipe.training.per_device_eval_batch_size
     scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out / "eval")
-    metrics.update(eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
+    metrics.update(eval_loss=scores["loss"], eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
     run_folder.write_json(out / run_folder.METRICS, metrics)
 
 
