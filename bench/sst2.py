@@ -38,10 +38,10 @@ def zero_shot(head: str, val: Path, work: Path) -> float:
     code = f"""
 import sys; sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from llm_tune.recipe import load_recipe
-from llm_tune.models import load_model, load_tokenizer
-from llm_tune.classify import init_head_from_label_tokens
-from llm_tune.evaluation import evaluate_classifier
+from llm_tune.recipe.loading import load_recipe
+from llm_tune.model.loading import load_model, load_tokenizer
+from llm_tune.classification.heads import init_head_from_label_tokens
+from llm_tune.classification.evaluation import evaluate_classifier
 recipe = load_recipe("recipes/sentiment.yaml", ["classification.head={head}"])
 tok = load_tokenizer(recipe.model)
 labels = recipe.classification.labels

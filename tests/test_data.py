@@ -8,9 +8,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import SMOLLM2, base_recipe
-from llm_tune.chat_templates import TEMPLATES, training_chat_template
-from llm_tune.config import Recipe
-from llm_tune.models import choose_pad_token
+from llm_tune.data.chat_templates import TEMPLATES, training_chat_template
+from llm_tune.recipe.schema import Recipe
+from llm_tune.model.loading import choose_pad_token
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
@@ -52,9 +52,9 @@ def test_training_template_renders_byte_identically(tokenizer, generation_prompt
 
 def _trained_spans(recipe: Recipe, tokenizer) -> list[list[str]]:
     """Build the real trainer from the recipe and decode each row's trained (label != -100) spans."""
-    from llm_tune.data import load_splits
-    from llm_tune.models import load_model
-    from llm_tune.training import build_trainer
+    from llm_tune.data.formats import load_splits
+    from llm_tune.model.loading import load_model
+    from llm_tune.train.trainer import build_trainer
 
     if recipe.data.format == "chat":
         tokenizer.chat_template = training_chat_template(tokenizer)

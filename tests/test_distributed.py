@@ -85,7 +85,7 @@ def test_fsdp_on_a_cpu_is_refused_before_training(tmp_path, tiny_model, data_dir
 
 
 def test_deepspeed_on_a_cpu_is_refused(monkeypatch):
-    from llm_tune import distributed
+    from llm_tune.train import launch as distributed
     from llm_tune.errors import UserError
 
     monkeypatch.setattr(distributed, "launcher_command", lambda: None)
@@ -95,7 +95,7 @@ def test_deepspeed_on_a_cpu_is_refused(monkeypatch):
 
 
 def test_requested_processes_from_flags_and_config_files(tmp_path):
-    from llm_tune.distributed import requested_processes
+    from llm_tune.train.launch import requested_processes
 
     config = tmp_path / "c.yaml"
     config.write_text("distributed_type: MULTI_CPU\nnum_processes: 3\n")
@@ -140,8 +140,8 @@ def test_the_cache_key_follows_every_input(tmp_path, tiny_model, data_dir):
 
     from transformers import AutoTokenizer
 
-    from llm_tune.config import Recipe
-    from llm_tune.dataset_cache import cache_key
+    from llm_tune.recipe.schema import Recipe
+    from llm_tune.data.tokenized import cache_key
 
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes((data_dir / "alpaca.jsonl").read_bytes())

@@ -217,7 +217,7 @@ def test_failed_verification_exits_nonzero_and_leaves_nothing(trained, tmp_path)
     out = tmp_path / "export"
     # Fault injection: a negative tolerance makes any merge "too different", through the real CLI code.
     code = (
-        "import llm_tune.merge_check as m; m.TOLERANCE['float32'] = -1.0\n"
+        "import llm_tune.export.verify as m; m.TOLERANCE['float32'] = -1.0\n"
         f"from llm_tune.cli import main; main(['export', {str(run)!r}, '--merge', '--out', {str(out)!r}])"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)

@@ -59,7 +59,7 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 2
 
 
 def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path, tiny_model, data_dir, cache):
-    from llm_tune.checkpoints import COMPLETE, latest_complete
+    from llm_tune.train.checkpoints import COMPLETE, latest_complete
 
     whole = run_cli(resume_recipe(tmp_path, tiny_model, data_dir, "whole"), env=cache)
     assert whole.returncode == 0
@@ -97,7 +97,7 @@ def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path, tiny_model, dat
 
 
 def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_model, data_dir, cache):
-    from llm_tune.checkpoints import is_complete
+    from llm_tune.train.checkpoints import is_complete
 
     recipe = resume_recipe(tmp_path, tiny_model, data_dir, "interrupted", max_steps=500, save_steps=1000)
     log = tmp_path / "interrupted.log"
@@ -114,7 +114,7 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_
 
 
 def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
-    from llm_tune.checkpoints import is_complete, latest_complete, mark_complete, resolve_resume
+    from llm_tune.train.checkpoints import is_complete, latest_complete, mark_complete, resolve_resume
     from llm_tune.errors import UserError
 
     checkpoints = tmp_path / "out" / "checkpoints"

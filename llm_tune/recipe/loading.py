@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 from llm_tune.errors import UserError
 
 

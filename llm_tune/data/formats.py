@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.config import DataConfig
+from llm_tune.recipe.schema import DataConfig
 from llm_tune.errors import UserError
 
 if TYPE_CHECKING:

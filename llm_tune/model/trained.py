@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_tune import run_folder
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 from llm_tune.errors import UserError
-from llm_tune.recipe import load_recipe
+from llm_tune.recipe.loading import load_recipe
 
 
 @dataclass
@@ -34,7 +34,7 @@ def load_trained(run_dir: Path) -> TrainedRun:
     """The run's trained model in eval mode, with the tokenizer it was trained with."""
     from transformers import AutoTokenizer
 
-    from llm_tune.models import choose_pad_token, load_model
+    from llm_tune.model.loading import choose_pad_token, load_model
 
     recipe = read_run_recipe(run_dir)
     weights = run_folder.weights_folder(run_dir, recipe.strategy.kind)

@@ -53,7 +53,7 @@ def run_export_command(args: argparse.Namespace) -> None:
         return
     if args.timeout <= 0:
         raise UserError(f"--timeout: must be a positive number of seconds, got {args.timeout}")
-    from llm_tune.push import push_command
+    from llm_tune.export.push import push_command
 
     push_command(args.path, args.repo_id, private=args.private, merged=args.merged,
                  revision=args.revision, timeout=args.timeout)

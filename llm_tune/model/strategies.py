@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llm_tune.config import StrategyConfig
+from llm_tune.recipe.schema import StrategyConfig
 
 if TYPE_CHECKING:
     import torch

@@ -55,7 +55,7 @@ class GracefulStop:
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
-        from llm_tune.distributed import any_rank
+        from llm_tune.train.launch import any_rank
 
         outer = self
 
@@ -80,7 +80,7 @@ class GracefulStop:
 
 def resume_command() -> str:
     """This run's own command line, with training.resume=auto in place of any resume it had."""
-    from llm_tune.distributed import launcher_command
+    from llm_tune.train.launch import launcher_command
 
     command = launcher_command() or ["python", "-m", "llm_tune", *sys.argv[1:]]
     kept = [part for part in command if not part.startswith("training.resume=")]

@@ -36,7 +36,7 @@ def export_folder_for(path: Path, merged: bool) -> Path:
         return path
     if not (path / run_folder.RESOLVED_RECIPE).is_file():
         raise UserError(f"{path}: neither a run folder ({run_folder.RESOLVED_RECIPE}) nor an export ({MANIFEST})")
-    from llm_tune.trained import read_run_recipe
+    from llm_tune.model.trained import read_run_recipe
 
     recipe = read_run_recipe(path)
     merged = merged or recipe.strategy.kind in ("full", "frozen")

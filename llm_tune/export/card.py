@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from llm_tune import __version__, run_folder
-from llm_tune.config import ExportConfig, Recipe
+from llm_tune.recipe.schema import ExportConfig, Recipe
 
 HERE = "path/to/this/folder"  # the loading code's placeholder: this folder, or the Hub repo id once pushed
 
@@ -49,7 +49,7 @@ def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> dict[s
 
 def hub_base_id(recipe: Recipe, options: ExportConfig) -> str | None:
     """The base as a Hub id: given in the export section, or the recipe's when it is not a local path."""
-    from llm_tune.models import ModelSource
+    from llm_tune.model.loading import ModelSource
 
     if options.base_model_id:
         return options.base_model_id
@@ -59,7 +59,7 @@ def hub_base_id(recipe: Recipe, options: ExportConfig) -> str | None:
 
 def _base_license(recipe: Recipe) -> str | None:
     """The license in the base model's own README front matter, when it is a local folder that has one."""
-    from llm_tune.models import ModelSource
+    from llm_tune.model.loading import ModelSource
 
     readme = Path(ModelSource.parse(recipe.model.name_or_path).folder) / "README.md"
     if not readme.is_file():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.config import ModelConfig, StrategyConfig
+from llm_tune.recipe.schema import ModelConfig, StrategyConfig
 from llm_tune.errors import UserError
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_tune import run_folder
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 from llm_tune.errors import UserError
 
 METRIC_MODULE = Path(__file__).parent / "metrics" / "classification"
@@ -16,7 +16,7 @@ METRIC_MODULE = Path(__file__).parent / "metrics" / "classification"
 
 def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
     """Rendered prompts with their labels; a label outside the run's label set is an error naming the row."""
-    from llm_tune.data import keep_good_rows, read_rows, render
+    from llm_tune.data.formats import keep_good_rows, read_rows, render
 
     cfg = recipe.data.model_copy(update={"skip_bad_rows": False})
     rows = keep_good_rows(read_rows(spec), cfg, spec, recipe.classification.labels, [])
@@ -29,7 +29,7 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     import evaluate
     import numpy as np
 
-    from llm_tune.classify import label_probabilities
+    from llm_tune.classification.heads import label_probabilities
 
     labels = recipe.classification.labels
     rows = classification_rows(recipe, spec, tokenizer)
@@ -73,7 +73,7 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 
 def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dict:
-    from llm_tune.trained import load_trained
+    from llm_tune.model.trained import load_trained
 
     run = load_trained(run_dir)
     recipe = run.recipe
@@ -89,9 +89,9 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
 
 
 def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> list[dict[str, float]]:
-    from llm_tune.classify import label_probabilities
-    from llm_tune.data import render
-    from llm_tune.trained import load_trained
+    from llm_tune.classification.heads import label_probabilities
+    from llm_tune.data.formats import render
+    from llm_tune.model.trained import load_trained
     from datasets import Dataset
 
     run = load_trained(run_dir)

@@ -51,7 +51,7 @@ def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_tune.models import save_as_hf_folder
+    from llm_tune.model.loading import save_as_hf_folder
 
     # The tokenizer is saved as shipped (its pad token is EOS); llm_tune picks a pad token at load time.
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

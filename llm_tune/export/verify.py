@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,7 @@ def _fallback(tokenizer: Any, text: str) -> Any:
 
 
 def _rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
-    from llm_tune.data import read_rows, render, row_problem
+    from llm_tune.data.formats import read_rows, render, row_problem
     from llm_tune.errors import UserError
 
     for spec in (recipe.data.validation, recipe.data.train):
@@ -64,7 +64,7 @@ def _rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str,
 
 def _prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
     """The part of a row the model is asked to continue: the prompt, the chat up to its last reply, or half a text."""
-    from llm_tune.classify import prompt_ids
+    from llm_tune.classification.heads import prompt_ids
 
     if "prompt" in row:
         return prompt_ids(tokenizer, row["prompt"])

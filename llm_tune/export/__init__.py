@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llm_tune import __version__, run_folder
-from llm_tune.config import ExportConfig, Recipe
+from llm_tune.recipe.schema import ExportConfig, Recipe
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
-from llm_tune import merge_check
+from llm_tune.export import verify as merge_check
 
 MANIFEST = "export.json"  # written last: its presence is what marks a folder as a complete export
 VERIFICATION = "verification.json"
@@ -71,7 +71,7 @@ class Job:
 
 def trained_dtype(recipe: Recipe) -> str:
     """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
-    from llm_tune.models import resolve_dtype
+    from llm_tune.model.loading import resolve_dtype
 
     name = recipe.strategy.bnb_4bit_compute_dtype if recipe.strategy.kind == "qlora" else "auto"
     if name == "auto":
@@ -98,7 +98,7 @@ def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
 
 def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recipe | None = None) -> Path:
     """Export, verify and place the folder; returns its path. Raises ExportFailed beyond tolerance."""
-    from llm_tune.trained import read_run_recipe
+    from llm_tune.model.trained import read_run_recipe
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -150,7 +150,7 @@ def _usual_permissions(folder: Path) -> None:
 
 def _reference(job: Job) -> None:
     """The trained model (the run's own weights) on the verification prompts; freed afterwards."""
-    from llm_tune.trained import load_trained
+    from llm_tune.model.trained import load_trained
 
     trained = load_trained(job.run_dir)
     job.tokenizer = trained.tokenizer
@@ -178,7 +178,7 @@ def training_arithmetic(model: Any) -> Any:
 
 def outputs(job: Job, model: Any) -> merge_check.Outputs:
     """`model` on the job's verification prompts."""
-    from llm_tune.export_files import stop_token_ids
+    from llm_tune.export.files import stop_token_ids
 
     return merge_check.run_prompts(
         model,
@@ -201,7 +201,7 @@ def _export_adapter(job: Job, tmp: Path) -> None:
     """The run's adapter files (cast to --dtype if given), checked by loading them the plain peft way."""
     from peft import PeftModel
 
-    from llm_tune.models import load_model
+    from llm_tune.model.loading import load_model
 
     copy_adapter(run_folder.weights_folder(job.run_dir, "lora"), tmp, job)
     _support_files(job, tmp)
@@ -229,7 +229,7 @@ def copy_adapter(source: Path, tmp: Path, job: Job) -> None:
 
 def _export_merged(job: Job, tmp: Path) -> None:
     """Merge (lora/qlora) or take the saved model (full/frozen), save it, reload it plainly and compare."""
-    from llm_tune.merge_build import build_merged
+    from llm_tune.export.merge import build_merged
 
     model, gate_reference = build_merged(job)
     _save_model(job, model, tmp)
@@ -300,7 +300,7 @@ def _save_model(job: Job, model: Any, tmp: Path) -> None:
 def _support_files(job: Job, tmp: Path) -> None:
     """Tokenizer with the chat template training rendered with, and a generation config that stops at
     the token training taught the model to end with."""
-    from llm_tune.export_files import export_chat_template, generation_config
+    from llm_tune.export.files import export_chat_template, generation_config
 
     job.tokenizer.chat_template = export_chat_template(job.tokenizer, job.recipe)
     job.tokenizer.save_pretrained(tmp)
@@ -309,7 +309,7 @@ def _support_files(job: Job, tmp: Path) -> None:
 
 def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:
     """What the adapter config names as its base: the Hub id when known, else the local folder."""
-    from llm_tune.models import ModelSource
+    from llm_tune.model.loading import ModelSource
 
     if options.base_model_id:
         return options.base_model_id
@@ -319,7 +319,7 @@ def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:
 
 def _finish(job: Job, tmp: Path, out: Path) -> None:
     """Verification report, model card, then the manifest: the last file, written only when all is well."""
-    from llm_tune.model_card import write_model_card
+    from llm_tune.export.card import write_model_card
 
     report = {"dtype": job.dtype, "prompts": len(job.prompts), "gate": job.gate, "checks": job.checks}
     if job.recipe.strategy.kind == "qlora" and job.merged:
@@ -341,7 +341,7 @@ def _finish(job: Job, tmp: Path, out: Path) -> None:
 
 def export_command(run_dir: Path, **given: Any) -> None:
     """The CLI's `export`: a verification failure prints its lines and exits 1 (not a usage mistake: 2)."""
-    from llm_tune.trained import read_run_recipe
+    from llm_tune.model.trained import read_run_recipe
 
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: run folder not found")

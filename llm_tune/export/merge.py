@@ -15,7 +15,7 @@ from llm_tune.console import say
 
 if TYPE_CHECKING:
     from llm_tune.export import Job
-    from llm_tune.merge_check import Outputs
+    from llm_tune.export.verify import Outputs
 
 MODES = ("dequantized", "original")
 
@@ -38,7 +38,7 @@ def build_merged(job: Job) -> tuple[Any, Outputs | None]:
 
 def _saved_model(job: Job) -> Any:
     """A full or frozen run's model/ folder, loaded in float32 like any base."""
-    from llm_tune.models import load_model
+    from llm_tune.model.loading import load_model
 
     weights = run_folder.weights_folder(job.run_dir, job.recipe.strategy.kind)
     cfg = job.recipe.model.model_copy(update={"name_or_path": str(weights), "dtype": "float32"})
@@ -46,7 +46,7 @@ def _saved_model(job: Job) -> Any:
 
 
 def _full_precision_base(job: Job) -> Any:
-    from llm_tune.models import load_model
+    from llm_tune.model.loading import load_model
 
     cfg = job.recipe.model.model_copy(update={"dtype": "float32"})
     plain = job.recipe.strategy.model_copy(update={"kind": "lora"})  # no quantization
@@ -58,7 +58,7 @@ def _dequantized_base(job: Job) -> Any:
     training saw), dequantized in the compute dtype it ran in, then widened losslessly to float32."""
     import torch
 
-    from llm_tune.models import load_model
+    from llm_tune.model.loading import load_model
 
     base = load_model(job.recipe.model, job.recipe.strategy, job.tokenizer, labels=job.labels)
     base = base.dequantize()

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
 from llm_tune import run_folder
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
-    from llm_tune.training import build_trainer
+    from llm_tune.train.trainer import build_trainer
 
     out = Path(recipe.output_dir)
     tokenizer, stock_template = _tokenizer(recipe)
@@ -49,8 +49,8 @@ def _sequence_head(recipe: Recipe) -> bool:
 def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
     """The tokenizer to train with (a chat template with generation markers for assistant-only loss), and
     its stock chat template."""
-    from llm_tune.chat_templates import training_chat_template
-    from llm_tune.models import load_tokenizer
+    from llm_tune.data.chat_templates import training_chat_template
+    from llm_tune.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(recipe.model)
     stock_template = tokenizer.chat_template
@@ -65,7 +65,7 @@ def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
 
 
 def _data(recipe: Recipe, tokenizer: Any, out: Path) -> Any:
-    from llm_tune.data import load_splits
+    from llm_tune.data.formats import load_splits
 
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
@@ -85,9 +85,9 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
     """The base model with the strategy applied, and its (trainable, total) parameter counts."""
     from transformers import set_seed
 
-    from llm_tune.classify import init_head_from_label_tokens
-    from llm_tune.models import load_model
-    from llm_tune.strategies import apply_strategy, parameter_counts
+    from llm_tune.classification.heads import init_head_from_label_tokens
+    from llm_tune.model.loading import load_model
+    from llm_tune.model.strategies import apply_strategy, parameter_counts
 
     sequence_head = _sequence_head(recipe)
     # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
@@ -106,15 +106,15 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
 
 def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: Path) -> Any:
     """Token ids prepared once (by the main process) and cached for the other ranks and later runs."""
-    from llm_tune.dataset_cache import tokenized_splits
-    from llm_tune.training import sft_config, trainer_arguments
+    from llm_tune.data.tokenized import tokenized_splits
+    from llm_tune.train.trainer import sft_config, trainer_arguments
 
     arguments = trainer_arguments(recipe, out / run_folder.CHECKPOINTS, splits.validation is not None, bf16=False)
     return tokenized_splits(recipe, tokenizer, splits, sft_config(recipe, arguments))
 
 
 def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    from llm_tune.evaluation import evaluate_classifier
+    from llm_tune.classification.evaluation import evaluate_classifier
 
     batch = recipe.training.per_device_eval_batch_size
     scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out / "eval")
@@ -124,7 +124,7 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, 
 
 def _prepare_output_dir(out: Path, recipe: Recipe) -> None:
     """A new run replaces a finished one in the same folder; resuming keeps it, less any half-written checkpoint."""
-    from llm_tune.checkpoints import discard_incomplete
+    from llm_tune.train.checkpoints import discard_incomplete
 
     if not is_main_process():
         return
@@ -138,15 +138,15 @@ def _prepare_output_dir(out: Path, recipe: Recipe) -> None:
 
 
 def _resume_from(recipe: Recipe, out: Path) -> str | None:
-    from llm_tune.checkpoints import resolve_resume
+    from llm_tune.train.checkpoints import resolve_resume
 
     return resolve_resume(recipe.training.resume, out)
 
 
 def _train_resumably(trainer: Any, recipe: Recipe, out: Path) -> Any:
     """trainer.train(), with checkpoints marked complete and a signal turned into a checkpoint and a clean exit."""
-    from llm_tune.checkpoints import completion_marker
-    from llm_tune.interrupt import GracefulStop
+    from llm_tune.train.checkpoints import completion_marker
+    from llm_tune.train.interrupt import GracefulStop
 
     trainer.add_callback(completion_marker())
     resume_from = _resume_from(recipe, out)

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
-    from llm_tune.data import Splits
+    from llm_tune.data.formats import Splits
 
 
 def trainer_arguments(recipe: Recipe, checkpoints: Path, has_validation: bool, bf16: bool) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def _classifier_trainer(
 ) -> Trainer:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from llm_tune.classify import encode_for_classifier
+    from llm_tune.classification.heads import encode_for_classifier
 
     args = TrainingArguments(**arguments)
     encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length)

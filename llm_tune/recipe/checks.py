@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from llm_tune.config import Recipe
-from llm_tune.data import check_data_paths
-from llm_tune.models import check_model_source, num_hidden_layers
+from llm_tune.recipe.schema import Recipe
+from llm_tune.data.formats import check_data_paths
+from llm_tune.model.loading import check_model_source, num_hidden_layers
 
 
 def check_recipe(recipe: Recipe) -> list[str]:

@@ -93,7 +93,7 @@ def completion_marker() -> Any:
 
     class CompletionMarker(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            from llm_tune.distributed import barrier
+            from llm_tune.train.launch import barrier
 
             # Under DeepSpeed and FSDP every rank writes shards; rank 0 must not vouch for them before they exist.
             barrier()

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llm_tune.config import Recipe
+from llm_tune.recipe.schema import Recipe
 
 
 def export_chat_template(tokenizer: Any, recipe: Recipe) -> str | None:
@@ -52,7 +52,7 @@ def generation_config(recipe: Recipe, tokenizer: Any) -> Any:
     """The base model's generation settings, with EOS and padding as training used them."""
     from transformers import GenerationConfig
 
-    from llm_tune.models import ModelSource
+    from llm_tune.model.loading import ModelSource
 
     source = ModelSource.parse(recipe.model.name_or_path)
     try:
