@@ -25,6 +25,7 @@ demo: setup model
 	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch -m llm_tune recipes/sentiment.yaml
 
 test: setup model
+	$(VENV)/bin/ruff check llm_tune tests bench
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 clean:

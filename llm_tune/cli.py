@@ -12,7 +12,7 @@ from pathlib import Path
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "eval", "predict", "fetch-default-model", "export", "push")
+COMMANDS = ("train", "validate", "keys", "eval", "predict", "fetch-default-model", "export", "push")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("recipe", type=Path)
         cmd.add_argument("overrides", nargs="*", metavar="key.path=value")
+    keys = sub.add_parser("keys", help="every recipe key with its type, default and description")
+    keys.add_argument("section", nargs="?", help="one section (model, strategy, data, ...); default: all")
     evaluate = sub.add_parser("eval", help="score a classification run on its validation data or --data")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", help="a labelled file (default: the run's validation file)")
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "validate":
             _validate(args.recipe, args.overrides)
+        elif args.command == "keys":
+            from llm_tune.recipe.keys import key_lines
+
+            print("\n".join(key_lines(args.section)))
         elif args.command == "train":
             _train(args.recipe, args.overrides)
         elif args.command == "eval":
@@ -68,12 +74,12 @@ def main(argv: list[str] | None = None) -> None:
             run_export_command(args)
     except UserError as exc:
         fail(exc.problems)
-        sys.exit(UserError.exit_code)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         # The launcher stops the other ranks when this one exits; the traceback alone would not say whose it was.
-        from llm_tune.train.launch import world_size
+        from llm_tune.ranks import world_size
 
         if world_size() > 1:
             fail([f"{type(exc).__name__}: {exc} (traceback below)"])

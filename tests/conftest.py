@@ -122,6 +122,16 @@ def base_recipe(model: Path, data_dir: Path, out: Path, **sections) -> dict:
             recipe.setdefault(key, {}).update(value)
         else:
             recipe[key] = value
+    set_strategy(recipe, recipe["strategy"]["kind"])
+    return recipe
+
+
+def set_strategy(recipe: dict, kind: str) -> dict:
+    """Switch the recipe's strategy kind, keeping only the keys that kind takes (as `inherits:` does)."""
+    from llm_tune.recipe.schema import STRATEGIES
+
+    keys = STRATEGIES[kind].model_fields
+    recipe["strategy"] = {k: v for k, v in recipe["strategy"].items() if k in keys} | {"kind": kind}
     return recipe
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_recipe, run_cli, write_jsonl, write_recipe
+from conftest import base_recipe, run_cli, set_strategy, write_jsonl, write_recipe
 
 STRATEGIES = ["lora", "qlora", "full", "frozen"]
 
@@ -27,8 +27,8 @@ def classification_recipe(tiny_model, data_dir, out: Path, head: str, kind: str,
             "format": "classification",
         },
     )
-    recipe["strategy"]["kind"] = kind
     recipe["strategy"]["trainable_layers"] = 1
+    set_strategy(recipe, kind)
     recipe["training"].update(training)
     return recipe
 

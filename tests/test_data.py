@@ -9,8 +9,9 @@ from transformers import AutoTokenizer
 
 from conftest import SMOLLM2, base_recipe
 from llm_tune.data.chat_templates import TEMPLATES, training_chat_template
-from llm_tune.recipe.schema import Recipe
 from llm_tune.model.loading import choose_pad_token
+from llm_tune.recipe.schema import Recipe
+from llm_tune.run_folder import RunFolder
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
@@ -59,8 +60,8 @@ def _trained_spans(recipe: Recipe, tokenizer) -> list[list[str]]:
     if recipe.data.format == "chat":
         tokenizer.chat_template = training_chat_template(tokenizer)
     splits = load_splits(recipe.data, None, tokenizer)
-    model = load_model(recipe.model, recipe.strategy, tokenizer)
-    trainer = build_trainer(recipe, model, tokenizer, splits, Path(recipe.output_dir))
+    model = load_model(recipe.model, tokenizer)
+    trainer = build_trainer(recipe, model, tokenizer, splits, RunFolder(Path(recipe.output_dir)))
     spans = []
     for row in trainer.train_dataset:
         labels, current, row_spans = row["labels"], [], []

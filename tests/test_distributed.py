@@ -5,6 +5,7 @@ tokenized once and cached; only rank 0 logs and writes; an error names its rank.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +86,8 @@ def test_fsdp_on_a_cpu_is_refused_before_training(tmp_path, tiny_model, data_dir
 
 
 def test_deepspeed_on_a_cpu_is_refused(monkeypatch):
-    from llm_tune.train import launch as distributed
     from llm_tune.errors import UserError
+    from llm_tune.train import launch as distributed
 
     monkeypatch.setattr(distributed, "launcher_command", lambda: None)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
@@ -131,8 +132,8 @@ def test_an_error_names_its_rank_and_stops_the_job(tmp_path, tiny_model, data_di
     path = write_recipe(tmp_path / "r.yaml", recipe)
     done = launch(TORCHRUN, "--nproc_per_node", "2", "-m", "llm_tune", str(path))
     assert done.returncode != 0
-    for rank in (0, 1):
-        assert f"error: rank {rank}: {path}: data.train: file not found" in done.stderr
+    # torchrun stops the other rank as soon as one exits, so only the first rank to fail is sure to print.
+    assert re.search(rf"error: rank [01]: {re.escape(str(path))}: data.train: file not found", done.stderr)
 
 
 def test_the_cache_key_follows_every_input(tmp_path, tiny_model, data_dir):
@@ -140,8 +141,8 @@ def test_the_cache_key_follows_every_input(tmp_path, tiny_model, data_dir):
 
     from transformers import AutoTokenizer
 
-    from llm_tune.recipe.schema import Recipe
     from llm_tune.data.tokenized import cache_key
+    from llm_tune.recipe.schema import Recipe
 
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes((data_dir / "alpaca.jsonl").read_bytes())

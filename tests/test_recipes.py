@@ -125,3 +125,51 @@ def test_validate_imports_no_torch(tmp_path):
     code = "import sys; from llm_tune.cli import main\ntry: main(['validate', 'recipes/instruct-lora.yaml'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip().endswith("False"), done.stdout + done.stderr
+
+
+def test_a_strategy_key_of_another_kind_is_an_error_naming_its_kind(tmp_path, good):
+    good["strategy"] = {"kind": "frozen", "r": 64}
+    assert _errors(tmp_path, good) == [
+        "error: bad.yaml: strategy.r: a key of strategy kind lora or qlora, not of kind frozen"
+        " (which takes: trainable_layers, trainable_modules)"
+    ]
+    good["strategy"] = {"kind": "lora", "trainable_layers": 2, "rr": 3}
+    lines = sorted(_errors(tmp_path, good))
+    assert lines[0] == "error: bad.yaml: strategy.rr: unknown key (did you mean 'r'?)"
+    assert lines[1].startswith("error: bad.yaml: strategy.trainable_layers: a key of strategy kind frozen, not of kind lora")
+
+
+def test_changing_the_kind_keeps_only_the_keys_of_the_new_kind(tmp_path):
+    # instruct-frozen inherits instruct-lora: none of the LoRA keys follow it.
+    frozen = yaml.safe_load(run_cli("validate", "recipes/instruct-frozen.yaml").stdout)["strategy"]
+    assert frozen == {"kind": "frozen", "trainable_layers": 4, "trainable_modules": ["norm"]}
+    # On the command line too, whatever the order of the overrides; qlora keeps LoRA's keys.
+    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.trainable_layers=3", "strategy.kind=frozen")
+    assert yaml.safe_load(done.stdout)["strategy"]["trainable_layers"] == 3
+    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=qlora", "strategy.r=4")
+    strategy = yaml.safe_load(done.stdout)["strategy"]
+    assert (strategy["kind"], strategy["r"], strategy["bnb_4bit_quant_type"]) == ("qlora", 4, "nf4")
+    # A key of the old kind given with the switch is still an error.
+    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=frozen", "strategy.r=4", check=False)
+    assert done.returncode == 2 and "strategy.r: a key of strategy kind lora or qlora" in done.stderr
+
+
+def test_keys_prints_every_key_from_the_schema():
+    from llm_tune.recipe.schema import STRATEGIES, Recipe
+
+    done = run_cli("keys")
+    paths = {line.split()[0] for line in done.stdout.splitlines()}
+    for section in ("model", "data", "training", "classification", "export"):
+        fields = Recipe.model_fields[section].annotation
+        fields = next(a for a in (getattr(fields, "__args__", None) or (fields,)) if hasattr(a, "model_fields"))
+        for name, info in fields.model_fields.items():
+            assert info.description, f"{section}.{name} has no description"
+            if not hasattr(info.annotation, "model_fields"):
+                assert f"{section}.{name}" in paths
+    strategy = run_cli("keys", "strategy").stdout
+    for cls in STRATEGIES.values():
+        for name, info in cls.model_fields.items():
+            assert info.description and f"strategy.{name} " in strategy
+    assert "[lora, qlora] adapter rank" in strategy and "[frozen] how many final" in strategy
+    done = run_cli("keys", "nope", check=False)
+    assert done.returncode == 2 and "sections: model, strategy" in done.stderr

@@ -114,8 +114,8 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_
 
 
 def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
-    from llm_tune.train.checkpoints import is_complete, latest_complete, mark_complete, resolve_resume
     from llm_tune.errors import UserError
+    from llm_tune.train.checkpoints import is_complete, latest_complete, mark_complete, resolve_resume
 
     checkpoints = tmp_path / "out" / "checkpoints"
     for step in (2, 4, 10):
@@ -128,7 +128,7 @@ def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
     (checkpoints / "checkpoint-4" / "optimizer.pt").unlink()
     assert not is_complete(checkpoints / "checkpoint-10") and not is_complete(checkpoints / "checkpoint-4")
     assert latest_complete(checkpoints).name == "checkpoint-2"
-    assert resolve_resume("auto", tmp_path / "out") == str(checkpoints / "checkpoint-2")
+    assert resolve_resume("auto", checkpoints) == str(checkpoints / "checkpoint-2")
     with pytest.raises(UserError, match="not a complete checkpoint"):
-        resolve_resume(str(checkpoints / "checkpoint-10"), tmp_path / "out")
-    assert resolve_resume("auto", tmp_path / "empty") is None
+        resolve_resume(str(checkpoints / "checkpoint-10"), checkpoints)
+    assert resolve_resume("auto", tmp_path / "empty" / "checkpoints") is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, SMOLLM2, base_recipe, run_cli, write_jsonl, write_recipe
+from conftest import SMOLLM2, base_recipe, run_cli, set_strategy, write_jsonl, write_recipe
 
 CASES = {
     # strategy: (format, data file, extra recipe sections)
@@ -33,7 +33,7 @@ def runs(tiny_model, data_dir, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     for kind, (fmt, file, extra) in CASES.items():
         tmp = tmp_path_factory.mktemp(kind)
         recipe = base_recipe(tiny_model, data_dir, tmp / "run", **extra)
-        recipe["strategy"]["kind"] = kind
+        set_strategy(recipe, kind)
         recipe["data"].update(train=str(data_dir / file), format=fmt)
         recipe["training"].update(save_steps=2, learning_rate=5e-3)
         if kind == "frozen":

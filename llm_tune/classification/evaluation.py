@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llm_tune import run_folder
-from llm_tune.recipe.schema import Recipe
 from llm_tune.errors import UserError
+from llm_tune.recipe.schema import Recipe
+from llm_tune.run_folder import RunFolder, write_json, write_text_atomic
 
 METRIC_MODULE = Path(__file__).parent / "metrics" / "classification"
 
@@ -47,8 +47,8 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
         for text, t, p, row in zip(rows["text"], truth, predicted, probs)
     ]
     out.mkdir(parents=True, exist_ok=True)
-    run_folder.write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
-    run_folder.write_json(out / "metrics.json", metrics)
+    write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
+    write_json(out / "metrics.json", metrics)
     print(format_report(metrics), flush=True)
     return metrics
 
@@ -85,14 +85,15 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
     if not Path(spec).is_file():
         raise UserError(f"--data: file not found: {spec}")
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
-    return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, run_dir / "eval")
+    return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, RunFolder(run_dir).eval)
 
 
 def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> list[dict[str, float]]:
+    from datasets import Dataset
+
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.data.formats import render
     from llm_tune.model.trained import load_trained
-    from datasets import Dataset
 
     run = load_trained(run_dir)
     recipe = run.recipe

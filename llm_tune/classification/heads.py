@@ -3,19 +3,13 @@ by their log-likelihood (never free-text parsing, so there is never an "unknown"
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from llm_tune.data.formats import prompt_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> list[int]:
-    """Token ids of a rendered prompt, ending where the answer starts."""
-    if isinstance(prompt, str):
-        return tokenizer(prompt)["input_ids"]
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
-        "input_ids"
-    ]
 
 
 def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> bool:
@@ -71,30 +65,16 @@ def label_probabilities(
     return torch.cat(chunks).numpy()
 
 
-def _left_padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], device: Any) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return ids.to(device), mask.to(device)
+def _padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], side: str, device: Any) -> tuple[Any, Any]:
+    """Token rows as one padded batch (ids, attention mask) on `device`."""
+    batch = tokenizer.pad({"input_ids": rows}, padding=True, padding_side=side, return_tensors="pt")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 def _sequence_logits(model: Any, tokenizer: PreTrainedTokenizerBase, batch: list[list[int]]) -> Any:
-    import torch
-
     # Right padding: the classifier pools the last non-pad token of each row.
-    width = max(len(r) for r in batch)
-    ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    device = next(model.parameters()).device
-    return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    ids, mask = _padded(tokenizer, batch, "right", next(model.parameters()).device)
+    return model(input_ids=ids, attention_mask=mask).logits
 
 
 def label_token_ids(tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> list[list[int]]:
@@ -111,7 +91,7 @@ def _label_loglikelihoods(
     answers = label_token_ids(tokenizer, labels)
     rows = [prompt + answer for prompt in batch for answer in answers]
     keep = max(len(a) for a in answers) + 1
-    ids, mask = _left_padded(tokenizer, rows, next(model.parameters()).device)
+    ids, mask = _padded(tokenizer, rows, "left", next(model.parameters()).device)
     # Positions count real tokens only, so a left-padded row scores as it would alone.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits

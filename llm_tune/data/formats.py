@@ -7,19 +7,18 @@ file and line; they stop the run unless the recipe says to skip them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.recipe.schema import DataConfig
 from llm_tune.errors import UserError
+from llm_tune.recipe.schema import DataConfig
+from llm_tune.recipe.sources import DATA_LOADERS
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _ROLES = {"system", "user", "assistant"}
 MAX_LISTED = 10
 
@@ -32,32 +31,14 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
-def check_data_paths(cfg: DataConfig) -> list[str]:
-    problems = []
-    for key in ("train", "validation"):
-        spec = getattr(cfg, key)
-        if spec is None:
-            continue
-        path = Path(spec)
-        if path.suffix in _LOADERS and not path.is_file():
-            problems.append(f"data.{key}: file not found: {spec}")
-        elif path.suffix and path.suffix not in _LOADERS:
-            problems.append(f"data.{key}: {spec}: unsupported file type; use .jsonl, .json, .csv or .parquet")
-        elif not path.suffix and not path.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-            problems.append(f"data.{key}: {spec!r} is not a local file and HF_HUB_OFFLINE=1 is set")
-    if cfg.chat_template and not Path(cfg.chat_template).is_file():
-        problems.append(f"data.chat_template: file not found: {cfg.chat_template}")
-    return problems
-
-
 def read_rows(spec: str) -> Dataset:
     """A file's rows, or the train split of a Hub dataset."""
     from datasets import load_dataset
 
     path = Path(spec)
     try:
-        if path.suffix in _LOADERS:
-            return load_dataset(_LOADERS[path.suffix], data_files=str(path), split="train")
+        if path.suffix in DATA_LOADERS:
+            return load_dataset(DATA_LOADERS[path.suffix], data_files=str(path), split="train")
         return load_dataset(spec, split="train")
     except Exception as exc:  # datasets raises many types for unreadable files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -212,3 +193,12 @@ def _truncation_note(name: str, split: Dataset, max_length: int, tokenizer: PreT
     if not over:
         return ""
     return f"{name}: {over} of {len(split)} rows are longer than data.max_length={max_length} and are truncated"
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> list[int]:
+    """Token ids of a rendered prompt, ending where the answer starts."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]

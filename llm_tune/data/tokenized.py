@@ -18,9 +18,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.recipe.schema import Recipe
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
+from llm_tune.recipe.schema import Recipe
 
 if TYPE_CHECKING:
     from llm_tune.data.formats import Splits
@@ -86,7 +86,7 @@ def cache_key(recipe: Recipe, tokenizer: Any, labels: list[str] | None, args: An
 
 def tokenized_splits(recipe: Recipe, tokenizer: Any, splits: Splits, args: Any) -> Splits:
     """`splits` tokenized as SFTTrainer would, from the cache when it holds them (causal-LM training only)."""
-    from llm_tune.train.launch import agree, barrier
+    from llm_tune.ranks import agree, barrier
 
     preparer = _preparer(args, tokenizer, splits.train)
     if preparer is None:

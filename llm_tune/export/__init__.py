@@ -2,7 +2,7 @@
 
 Two layouts: an adapter folder (PEFT files + tokenizer) and a merged folder (a standard transformers model).
 Full and frozen runs always give the merged layout. Every export is verified against the model as trained
-(merge_check) and is written into a hidden staging folder that is renamed into place only when complete,
+(verify) and is written into a hidden staging folder that is renamed into place only when complete,
 so a failed export never leaves a folder that looks finished.
 """
 
@@ -14,100 +14,44 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from llm_tune import __version__, run_folder
-from llm_tune.recipe.schema import ExportConfig, Recipe
+from llm_tune import __version__
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
-from llm_tune.export import verify as merge_check
-
-MANIFEST = "export.json"  # written last: its presence is what marks a folder as a complete export
-VERIFICATION = "verification.json"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-class ExportFailed(UserError):
-    """The export was built but does not reproduce the trained model; nothing was left in place."""
-
-
-@dataclass
-class Job:
-    """Everything one export needs, gathered once from the run folder."""
-
-    run_dir: Path
-    recipe: Recipe
-    options: ExportConfig
-    tokenizer: Any = None
-    prompts: list[list[int]] = field(default_factory=list)
-    reference: merge_check.Outputs | None = None  # the model as trained, on the prompts
-    checks: dict[str, Any] = field(default_factory=dict)
-    gate: dict[str, Any] = field(default_factory=dict)  # which check decides, and its tolerance
-    cast_reference: merge_check.Outputs | None = None  # the trained model cast to the export dtype
-
-    @property
-    def classifier(self) -> bool:
-        return self.recipe.task == "classification" and self.recipe.classification.head == "sequence"
-
-    @property
-    def adapter(self) -> bool:
-        return self.recipe.strategy.kind in ("lora", "qlora")
-
-    @property
-    def merged(self) -> bool:
-        return self.options.merge or not self.adapter
-
-    @property
-    def dtype(self) -> str:
-        return self.options.dtype or trained_dtype(self.recipe)
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.recipe.classification.labels if self.classifier else None
-
-
-def trained_dtype(recipe: Recipe) -> str:
-    """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
-    from llm_tune.model.loading import resolve_dtype
-
-    name = recipe.strategy.bnb_4bit_compute_dtype if recipe.strategy.kind == "qlora" else "auto"
-    if name == "auto":
-        name = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
-    return name
-
-
-def default_out(run_dir: Path, merged: bool) -> Path:
-    return run_dir / "export" / ("merged" if merged else "adapter")
-
-
-def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
-    """The recipe's export section (or the defaults) with the command line's choices on top."""
-    from pydantic import ValidationError
-
-    base = (recipe.export or ExportConfig()).model_dump()
-    base.update({key: value for key, value in given.items() if value is not None})
-    try:
-        return ExportConfig.model_validate(base)
-    except ValidationError as exc:
-        problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
-        raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
+from llm_tune.export import verify
+from llm_tune.export.job import (
+    ADAPTER_FILES,
+    MANIFEST,
+    VERIFICATION,
+    ExportFailed,
+    Job,
+    base_model_reference,
+    check,
+    coarsest,
+    export_options,
+    load_exported_model,
+    outputs,
+    trained_dtype,
+    training_arithmetic,
+)
+from llm_tune.recipe.schema import ExportConfig, Recipe
+from llm_tune.run_folder import RunFolder, write_json
 
 
 def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recipe | None = None) -> Path:
     """Export, verify and place the folder; returns its path. Raises ExportFailed beyond tolerance."""
-    from llm_tune.model.trained import read_run_recipe
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
-    recipe = recipe or read_run_recipe(run_dir)
+    recipe = recipe or RunFolder(run_dir).read_recipe()
     job = Job(run_dir, recipe, options or export_options(recipe))
     if job.options.merge is False and not job.adapter and job.options.out is None:
         say(f"strategy {recipe.strategy.kind} has no adapter: exporting the whole model")
-    out = Path(job.options.out) if job.options.out else default_out(run_dir, job.merged)
+    out = Path(job.options.out) if job.options.out else job.run.export(job.merged)
     with staging(out) as tmp:
         _reference(job)
         if job.merged:
@@ -154,9 +98,9 @@ def _reference(job: Job) -> None:
 
     trained = load_trained(job.run_dir)
     job.tokenizer = trained.tokenizer
-    job.prompts = merge_check.verification_prompts(job.recipe, job.tokenizer, job.options.verify_prompts)
+    job.prompts = verify.verification_prompts(job.recipe, job.tokenizer, job.options.verify_prompts)
     job.reference = outputs(job, training_arithmetic(trained.model))
-    if job.merged and job.dtype != trained_dtype(job.recipe) and job.recipe.strategy.kind != "qlora":
+    if job.merged and job.dtype != trained_dtype(job.recipe) and job.recipe.four_bit is None:
         # Exporting in another dtype: the merge is gated against the trained model cast to that dtype, so
         # the cast's own rounding (reported separately) is not charged to the merge.
         import torch
@@ -166,46 +110,15 @@ def _reference(job: Job) -> None:
     gc.collect()
 
 
-def training_arithmetic(model: Any) -> Any:
-    """A 4-bit model computing as it did in training. On a CPU with AVX512-BF16, bitsandbytes switches
-    Linear4bit to a bfloat16 kernel in eval mode (absmax rounded to bfloat16), which training never ran;
-    comparing against that would charge its rounding to the merge."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model
-
-
-def outputs(job: Job, model: Any) -> merge_check.Outputs:
-    """`model` on the job's verification prompts."""
-    from llm_tune.export.files import stop_token_ids
-
-    return merge_check.run_prompts(
-        model,
-        job.prompts,
-        classifier=job.classifier,
-        new_tokens=job.options.verify_new_tokens,
-        stop=stop_token_ids(job.tokenizer, job.recipe),
-        pad=job.tokenizer.pad_token_id,
-    )
-
-
-def check(job: Job, name: str, candidate: merge_check.Outputs, reference: merge_check.Outputs | None = None) -> dict:
-    result = merge_check.compare(reference or job.reference, candidate)
-    job.checks[name] = result
-    say("verify " + merge_check.describe(name, result))
-    return result
-
-
 def _export_adapter(job: Job, tmp: Path) -> None:
     """The run's adapter files (cast to --dtype if given), checked by loading them the plain peft way."""
     from peft import PeftModel
 
     from llm_tune.model.loading import load_model
 
-    copy_adapter(run_folder.weights_folder(job.run_dir, "lora"), tmp, job)
+    copy_adapter(job.run.weights(job.recipe), tmp, job)
     _support_files(job, tmp)
-    base = load_model(job.recipe.model, job.recipe.strategy, job.tokenizer, labels=job.labels)
+    base = load_model(job.recipe.model, job.tokenizer, labels=job.labels, four_bit=job.recipe.four_bit)
     model = training_arithmetic(PeftModel.from_pretrained(base, tmp))
     result = check(job, "exported_adapter_vs_trained", outputs(job, model))
     _gate(job, result, coarsest(job.dtype, trained_dtype(job.recipe)))
@@ -244,27 +157,23 @@ def _export_merged(job: Job, tmp: Path) -> None:
         # base, and the drift from the trained (4-bit) model is reported, not gated.
         _gate(job, check(job, "merged_vs_unmerged_on_original_base", exported, gate_reference), job.dtype)
         drift = check(job, "merged_vs_trained", exported)
-        if not merge_check.within_tolerance(drift, job.dtype):
+        if not verify.within_tolerance(drift, job.dtype):
             say(
                 f"warning: merged into the original base, this export differs from the trained model by"
-                f" {merge_check.describe('', drift).lstrip(': ')}; --qlora-base dequantized reproduces it"
+                f" {verify.describe('', drift).lstrip(': ')}; --qlora-base dequantized reproduces it"
             )
     elif job.cast_reference is not None:
         # A 16-bit cast of a deep model moves logits by itself; the merge may add at most as much again.
         noise = check(job, f"trained_cast_to_{job.dtype}_vs_trained", job.cast_reference)["max_abs_logit_diff"]
         check(job, "merged_vs_trained", exported)
         result = check(job, f"merged_vs_trained_cast_to_{job.dtype}", exported, job.cast_reference)
-        _gate(job, result, job.dtype, max(merge_check.TOLERANCE[job.dtype], 2 * noise))
+        _gate(job, result, job.dtype, max(verify.TOLERANCE[job.dtype], 2 * noise))
     else:
         _gate(job, check(job, "merged_vs_trained", exported), coarsest(job.dtype, trained_dtype(job.recipe)))
 
 
-def coarsest(*dtypes: str) -> str:
-    return max(dtypes, key=lambda name: merge_check.TOLERANCE[name])
-
-
 def _gate(job: Job, result: dict[str, Any], dtype: str, tolerance: float | None = None) -> None:
-    tolerance = merge_check.TOLERANCE[dtype] if tolerance is None else tolerance
+    tolerance = verify.TOLERANCE[dtype] if tolerance is None else tolerance
     job.gate = {"check": next(reversed(job.checks)), "dtype": dtype, "tolerance": tolerance}
     if not result["max_abs_logit_diff"] <= tolerance:  # NaN fails too
         raise ExportFailed(
@@ -272,15 +181,6 @@ def _gate(job: Job, result: dict[str, Any], dtype: str, tolerance: float | None 
             f" {dtype} tolerance {tolerance:.4g} (greedy token agreement {result['greedy_token_agreement']:.1%});"
             " no export was written"
         )
-
-
-def load_exported_model(folder: Path, classifier: bool, dtype: str) -> Any:
-    """The export loaded exactly as a user would: the plain Auto class, no llm_tune code involved."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    return auto.from_pretrained(folder, dtype=getattr(torch, dtype))
 
 
 def _save_model(job: Job, model: Any, tmp: Path) -> None:
@@ -307,24 +207,14 @@ def _support_files(job: Job, tmp: Path) -> None:
     generation_config(job.recipe, job.tokenizer).save_pretrained(tmp)
 
 
-def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:
-    """What the adapter config names as its base: the Hub id when known, else the local folder."""
-    from llm_tune.model.loading import ModelSource
-
-    if options.base_model_id:
-        return options.base_model_id
-    source = ModelSource.parse(recipe.model.name_or_path)
-    return str(Path(source.folder).resolve()) if source.is_local else source.folder
-
-
 def _finish(job: Job, tmp: Path, out: Path) -> None:
     """Verification report, model card, then the manifest: the last file, written only when all is well."""
     from llm_tune.export.card import write_model_card
 
     report = {"dtype": job.dtype, "prompts": len(job.prompts), "gate": job.gate, "checks": job.checks}
-    if job.recipe.strategy.kind == "qlora" and job.merged:
+    if job.recipe.four_bit and job.merged:
         report["qlora_merge_base"] = job.options.qlora_merge_base
-    run_folder.write_json(tmp / VERIFICATION, report)
+    write_json(tmp / VERIFICATION, report)
     write_model_card(tmp, job.recipe, job.options, merged=job.merged, report=report, run_dir=job.run_dir)
     manifest = {
         "llm_tune_version": __version__,
@@ -336,16 +226,14 @@ def _finish(job: Job, tmp: Path, out: Path) -> None:
         "run": job.run_dir.resolve().name,  # the name only: an export may be published
         "files": sorted({p.name for p in tmp.iterdir()} | {MANIFEST}),
     }
-    run_folder.write_json(tmp / MANIFEST, manifest)
+    write_json(tmp / MANIFEST, manifest)
 
 
 def export_command(run_dir: Path, **given: Any) -> None:
     """The CLI's `export`: a verification failure prints its lines and exits 1 (not a usage mistake: 2)."""
-    from llm_tune.model.trained import read_run_recipe
-
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: run folder not found")
-    recipe = read_run_recipe(Path(run_dir))
+    recipe = RunFolder(Path(run_dir)).read_recipe()
     try:
         export_run(Path(run_dir), export_options(recipe, **given), recipe)
     except ExportFailed as exc:

@@ -9,8 +9,11 @@ from typing import Any
 
 import yaml
 
-from llm_tune import __version__, run_folder
+from llm_tune import __version__
+from llm_tune.export.job import base_model_reference, trained_dtype
 from llm_tune.recipe.schema import ExportConfig, Recipe
+from llm_tune.recipe.sources import ModelSource
+from llm_tune.run_folder import RunFolder, read_json, write_text_atomic
 
 HERE = "path/to/this/folder"  # the loading code's placeholder: this folder, or the Hub repo id once pushed
 
@@ -18,39 +21,40 @@ HERE = "path/to/this/folder"  # the loading code's placeholder: this folder, or 
 def write_model_card(
     folder: Path, recipe: Recipe, options: ExportConfig, *, merged: bool, report: dict[str, Any], run_dir: Path
 ) -> None:
-    metadata = card_metadata(recipe, options, merged)
+    from huggingface_hub import ModelCard
+
     sections = [
-        "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---",
+        "---\n" + card_metadata(recipe, options, merged).to_yaml() + "\n---",
         _summary(recipe, options, merged),
         _training(recipe),
         _metrics(run_dir),
         _verification(report),
         "## How to load it\n\n```python\n" + loading_code(recipe, options, merged) + "```",
     ]
-    run_folder.write_text_atomic(folder / "README.md", "\n\n".join(s for s in sections if s) + "\n")
+    card = ModelCard("\n\n".join(s for s in sections if s) + "\n")
+    write_text_atomic(folder / "README.md", str(card))
 
 
-def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> dict[str, Any]:
-    classifier = recipe.task == "classification" and recipe.classification.head == "sequence"
-    metadata: dict[str, Any] = {"license": options.license or _base_license(recipe) or "other"}
-    base_id = hub_base_id(recipe, options)
-    if base_id:
-        metadata["base_model"] = base_id
-    metadata["library_name"] = "transformers" if merged else "peft"
+def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> Any:
+    """The Hub's front matter (huggingface_hub's ModelCardData, so the Hub reads it as it writes it)."""
+    from huggingface_hub import ModelCardData
+
     tags = ["llm_tune", recipe.strategy.kind, "text-classification" if recipe.task == "classification" else "sft"]
     if not merged:
         tags.append("lora")
-    elif recipe.strategy.kind in ("lora", "qlora"):
+    elif recipe.adapter:
         tags.append("merged")
-    metadata["tags"] = list(dict.fromkeys(tags))
-    metadata["pipeline_tag"] = "text-classification" if classifier else "text-generation"
-    return metadata
+    return ModelCardData(
+        license=options.license or _base_license(recipe) or "other",
+        base_model=hub_base_id(recipe, options),
+        library_name="transformers" if merged else "peft",
+        tags=list(dict.fromkeys(tags)),
+        pipeline_tag="text-classification" if recipe.sequence_head else "text-generation",
+    )
 
 
 def hub_base_id(recipe: Recipe, options: ExportConfig) -> str | None:
     """The base as a Hub id: given in the export section, or the recipe's when it is not a local path."""
-    from llm_tune.model.loading import ModelSource
-
     if options.base_model_id:
         return options.base_model_id
     source = ModelSource.parse(recipe.model.name_or_path)
@@ -58,28 +62,24 @@ def hub_base_id(recipe: Recipe, options: ExportConfig) -> str | None:
 
 
 def _base_license(recipe: Recipe) -> str | None:
-    """The license in the base model's own README front matter, when it is a local folder that has one."""
-    from llm_tune.model.loading import ModelSource
+    """The license in the base model's own card, when it is a local folder that has one."""
+    from huggingface_hub import ModelCard
 
     readme = Path(ModelSource.parse(recipe.model.name_or_path).folder) / "README.md"
     if not readme.is_file():
         return None
-    text = readme.read_text(encoding="utf-8")
-    if not text.startswith("---"):
-        return None
     try:
-        front = yaml.safe_load(text.split("---", 2)[1]) or {}
-    except yaml.YAMLError:
+        return ModelCard.load(readme).data.license
+    except (ValueError, yaml.YAMLError):  # a card whose front matter is not YAML has no license to take
         return None
-    return front.get("license") if isinstance(front, dict) else None
 
 
 def _summary(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
     base = hub_base_id(recipe, options) or recipe.model.name_or_path
     layout = "a standard transformers model folder" if merged else "a PEFT adapter folder"
-    if merged and recipe.strategy.kind == "qlora":
+    if merged and recipe.four_bit:
         layout += f" (adapter merged into the {options.qlora_merge_base} base)"
-    elif merged and recipe.strategy.kind == "lora":
+    elif merged and recipe.adapter:
         layout += " (adapter merged into the base)"
     return (
         f"# Fine-tune of {base}\n\n"
@@ -90,11 +90,6 @@ def _summary(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
 
 def _training(recipe: Recipe) -> str:
     strategy = recipe.strategy.model_dump(mode="json")
-    if recipe.strategy.kind not in ("lora", "qlora"):
-        strategy = {k: strategy[k] for k in ("kind", "trainable_layers", "trainable_modules")}
-    else:
-        skip = ("trainable_layers", "trainable_modules") + (("bnb_",) if recipe.strategy.kind == "lora" else ())
-        strategy = {k: v for k, v in strategy.items() if not k.startswith(skip)}
     data = {"train": recipe.data.train, "validation": recipe.data.validation, "format": recipe.data.format}
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
     if recipe.task == "classification":
@@ -104,10 +99,10 @@ def _training(recipe: Recipe) -> str:
 
 
 def _metrics(run_dir: Path) -> str:
-    path = run_dir / run_folder.METRICS
+    path = RunFolder(run_dir).metrics
     if not path.is_file():
         return ""
-    return "## Metrics\n\n```json\n" + json.dumps(run_folder.read_json(path), indent=2, sort_keys=True) + "\n```"
+    return "## Metrics\n\n```json\n" + json.dumps(read_json(path), indent=2, sort_keys=True) + "\n```"
 
 
 def _verification(report: dict[str, Any]) -> str:
@@ -135,14 +130,14 @@ def _verification(report: dict[str, Any]) -> str:
 
 
 def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
-    classifier = recipe.task == "classification" and recipe.classification.head == "sequence"
+    classifier = recipe.sequence_head
     auto = "AutoModelForSequenceClassification" if classifier else "AutoModelForCausalLM"
     lines = [f"from transformers import AutoTokenizer, {auto}", f'tokenizer = AutoTokenizer.from_pretrained("{HERE}")']
     if merged:
         lines += [f'model = {auto}.from_pretrained("{HERE}")']
     else:
         imports = ["from peft import PeftModel"]
-        if recipe.strategy.kind == "qlora":
+        if recipe.four_bit:
             imports += ["import torch", "from transformers import BitsAndBytesConfig"]
         lines = [*imports, *lines, *_adapter_base_lines(recipe, options, auto, classifier)]
         lines.append(f'model = PeftModel.from_pretrained(base, "{HERE}")')
@@ -163,12 +158,10 @@ def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
 
 
 def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classifier: bool) -> list[str]:
-    from llm_tune.export import base_model_reference, trained_dtype
-
     args = [f'"{base_model_reference(recipe, options)}"']
     lines = []
-    if recipe.strategy.kind == "qlora":
-        s = recipe.strategy
+    if recipe.four_bit:
+        s = recipe.four_bit
         lines += [
             "# the 4-bit base the adapter was trained against (the merged export needs no bitsandbytes)",
             f'quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="{s.bnb_4bit_quant_type}",'

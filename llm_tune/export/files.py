@@ -52,7 +52,7 @@ def generation_config(recipe: Recipe, tokenizer: Any) -> Any:
     """The base model's generation settings, with EOS and padding as training used them."""
     from transformers import GenerationConfig
 
-    from llm_tune.model.loading import ModelSource
+    from llm_tune.recipe.sources import ModelSource
 
     source = ModelSource.parse(recipe.model.name_or_path)
     try:

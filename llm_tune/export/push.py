@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llm_tune import __version__, run_folder
+from llm_tune import __version__
 from llm_tune.console import say
 from llm_tune.errors import UserError
+from llm_tune.run_folder import RunFolder, read_json
 
 EXIT_PUSH_FAILED = 1
 
@@ -25,22 +26,22 @@ class PushFailed(UserError):
 
 def export_folder_for(path: Path, merged: bool) -> Path:
     """The folder to upload: PATH itself when it is an export, else the run's export (made if missing)."""
-    from llm_tune.export import MANIFEST, default_out, export_options, export_run
+    from llm_tune.export import export_run
+    from llm_tune.export.job import MANIFEST, export_options
 
     if not path.is_dir():
         raise UserError(f"{path}: folder not found; give a run folder or an export folder")
     if (path / MANIFEST).is_file():
-        layout = run_folder.read_json(path / MANIFEST).get("layout")
+        layout = read_json(path / MANIFEST).get("layout")
         if merged and layout != "merged":
             raise UserError(f"{path}: is an {layout} export, not a merged one; drop --merged or export with --merge")
         return path
-    if not (path / run_folder.RESOLVED_RECIPE).is_file():
-        raise UserError(f"{path}: neither a run folder ({run_folder.RESOLVED_RECIPE}) nor an export ({MANIFEST})")
-    from llm_tune.model.trained import read_run_recipe
-
-    recipe = read_run_recipe(path)
-    merged = merged or recipe.strategy.kind in ("full", "frozen")
-    folder = default_out(path, merged)
+    run = RunFolder(path)
+    if not run.is_run():
+        raise UserError(f"{path}: neither a run folder ({run.recipe_file.name}) nor an export ({MANIFEST})")
+    recipe = run.read_recipe()
+    merged = merged or not recipe.adapter
+    folder = run.export(merged)
     if not (folder / MANIFEST).is_file():
         say(f"{folder} does not exist yet: exporting first")
         export_run(path, export_options(recipe, merge=merged, out=None), recipe)

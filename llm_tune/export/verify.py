@@ -64,7 +64,7 @@ def _rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str,
 
 def _prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
     """The part of a row the model is asked to continue: the prompt, the chat up to its last reply, or half a text."""
-    from llm_tune.classification.heads import prompt_ids
+    from llm_tune.data.formats import prompt_ids
 
     if "prompt" in row:
         return prompt_ids(tokenizer, row["prompt"])

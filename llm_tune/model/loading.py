@@ -5,14 +5,12 @@ torch and transformers are imported inside the functions so that `validate` stay
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.recipe.schema import ModelConfig, StrategyConfig
-from llm_tune.errors import UserError
+from llm_tune.recipe.schema import ModelConfig, QLoraStrategy
+from llm_tune.recipe.sources import ModelSource
 
 if TYPE_CHECKING:
     import torch
@@ -20,59 +18,6 @@ if TYPE_CHECKING:
 
 # Tokens that may serve as padding without masking EOS or an end-of-turn marker out of the labels.
 _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|endoftext|>", "<unk>")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where from_pretrained reads: a folder or Hub id, plus the GGUF file name inside it if any."""
-
-    folder: str
-    gguf_file: str | None = None
-
-    @classmethod
-    def parse(cls, name_or_path: str) -> ModelSource:
-        path = Path(name_or_path)
-        if path.suffix == ".gguf":
-            return cls(str(path.parent), path.name)
-        return cls(name_or_path)
-
-    @property
-    def is_local(self) -> bool:
-        return self.gguf_file is not None or Path(self.folder).exists() or self.folder.startswith((".", "/"))
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
-
-
-def check_model_source(cfg: ModelConfig) -> list[str]:
-    """Problems findable without loading weights: a missing local path, a Hub id while offline."""
-    source = ModelSource.parse(cfg.name_or_path)
-    target = Path(source.folder) / source.gguf_file if source.gguf_file else Path(source.folder)
-    if source.is_local and not target.exists():
-        hint = " (run `make model` to fetch the default model)" if "SmolLM2" in cfg.name_or_path else ""
-        return [f"model.name_or_path: {target} does not exist{hint}"]
-    if not source.is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
-        return [f"model.name_or_path: {cfg.name_or_path!r} is not a local path and HF_HUB_OFFLINE=1 is set"]
-    return []
-
-
-def num_hidden_layers(cfg: ModelConfig) -> int | None:
-    """The model's block count read from its config or GGUF header, without loading weights."""
-    source = ModelSource.parse(cfg.name_or_path)
-    if source.gguf_file:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(Path(source.folder) / source.gguf_file))
-        for name, field in reader.fields.items():
-            if name.endswith(".block_count"):
-                return int(field.parts[field.data[0]][0])
-        return None
-    config = Path(source.folder) / "config.json"
-    if not config.is_file():
-        return None
-    data = json.loads(config.read_text())
-    data = data.get("text_config", data)
-    return data.get("num_hidden_layers") or data.get("n_layer")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -108,7 +53,7 @@ def choose_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
 
 
-def quantization_config(strategy: StrategyConfig, dtype: torch.dtype) -> Any:
+def quantization_config(strategy: QLoraStrategy, dtype: torch.dtype) -> Any:
     """QLoRA's 4-bit base: NF4 with double quantization; storage in the compute dtype so FSDP can shard it."""
     from transformers import BitsAndBytesConfig
 
@@ -124,11 +69,11 @@ def quantization_config(strategy: StrategyConfig, dtype: torch.dtype) -> Any:
 
 def load_model(
     cfg: ModelConfig,
-    strategy: StrategyConfig,
     tokenizer: PreTrainedTokenizerBase,
     labels: list[str] | None = None,
+    four_bit: QLoraStrategy | None = None,
 ) -> PreTrainedModel:
-    """The base model: a causal LM, or a sequence classifier when `labels` are given."""
+    """The base model: a causal LM, or a sequence classifier when `labels` are given; 4-bit with `four_bit`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -141,8 +86,8 @@ def load_model(
         attn_implementation=cfg.attn_implementation,
         **source.kwargs(),
     )
-    if strategy.kind == "qlora":
-        kwargs["quantization_config"] = quantization_config(strategy, dtype)
+    if four_bit is not None:
+        kwargs["quantization_config"] = quantization_config(four_bit, dtype)
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     if labels is not None:

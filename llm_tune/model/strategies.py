@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llm_tune.recipe.schema import StrategyConfig
+from llm_tune.recipe.schema import FrozenStrategy, FullStrategy, LoraStrategy, QLoraStrategy, Strategy
 
 if TYPE_CHECKING:
     import torch
@@ -14,12 +14,12 @@ if TYPE_CHECKING:
 HEAD_MODULES = ("score", "classifier")
 
 
-def apply_strategy(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bool, gradient_checkpointing: bool):
+def apply_strategy(model: PreTrainedModel, strategy: Strategy, *, classifier: bool, gradient_checkpointing: bool):
     """The model ready to train: all weights, the last blocks, or a LoRA adapter (over a 4-bit base for qlora)."""
-    if strategy.kind == "full":
+    if isinstance(strategy, FullStrategy):
         model.requires_grad_(True)
         return model
-    if strategy.kind == "frozen":
+    if isinstance(strategy, FrozenStrategy):
         return freeze_all_but_last(model, strategy.trainable_layers, strategy.trainable_modules)
     return add_lora(model, strategy, classifier=classifier, gradient_checkpointing=gradient_checkpointing)
 
@@ -45,10 +45,10 @@ def freeze_all_but_last(model: PreTrainedModel, layers: int, modules: list[str])
     return model
 
 
-def add_lora(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bool, gradient_checkpointing: bool):
+def add_lora(model: PreTrainedModel, strategy: LoraStrategy, *, classifier: bool, gradient_checkpointing: bool):
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    if strategy.kind == "qlora":
+    if isinstance(strategy, QLoraStrategy):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if classifier else TaskType.CAUSAL_LM,
@@ -64,7 +64,7 @@ def add_lora(model: PreTrainedModel, strategy: StrategyConfig, *, classifier: bo
     return get_peft_model(model, config)
 
 
-def _target_modules(model: PreTrainedModel, strategy: StrategyConfig) -> str | list[str]:
+def _target_modules(model: PreTrainedModel, strategy: LoraStrategy) -> str | list[str]:
     """peft takes "all-linear" only for every block; for some blocks, name the blocks' linear layers."""
     import torch
 
@@ -75,13 +75,9 @@ def _target_modules(model: PreTrainedModel, strategy: StrategyConfig) -> str | l
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as the values they pack."""
-    trainable = total = 0
-    for param in model.parameters():
-        count = param.numel()
-        if param.__class__.__name__ == "Params4bit":
-            count *= 2
-        total += count
-        if param.requires_grad:
-            trainable += count
-    return trainable, total
+    """(trainable, total) parameters. A PEFT model counts itself: peft knows that a 4-bit weight packs two values
+    per byte of its storage dtype, so QLoRA totals are the real parameter count."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

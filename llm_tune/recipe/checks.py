@@ -1,38 +1,92 @@
-"""Cross-field rules, checked before any model loads: each problem is one line naming its key."""
+"""Cross-field rules and the paths a recipe names, checked before any model loads: each problem is one line
+naming its key. Torch-free: `validate` answers in a fraction of a second."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from pathlib import Path
 
-from llm_tune.recipe.schema import Recipe
-from llm_tune.data.formats import check_data_paths
-from llm_tune.model.loading import check_model_source, num_hidden_layers
+from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
+from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
     problems = check_model_source(recipe.model) + check_data_paths(recipe.data)
     strategy, data, training = recipe.strategy, recipe.data, recipe.training
-    if strategy.kind == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+    if recipe.four_bit and importlib.util.find_spec("bitsandbytes") is None:
         problems.append("strategy.kind: qlora needs bitsandbytes; pip install bitsandbytes, or use strategy.kind=lora")
     layers = num_hidden_layers(recipe.model) if not problems else None
-    if strategy.kind in ("lora", "qlora") and layers is not None and strategy.layers_to_transform:
+    if isinstance(strategy, LoraStrategy) and layers is not None and strategy.layers_to_transform:
         outside = [i for i in strategy.layers_to_transform if not 0 <= i < layers]
         if outside:
             problems.append(f"strategy.layers_to_transform: {outside} outside the model's blocks 0 to {layers - 1}")
-    if strategy.kind == "frozen" and layers is not None:
-        if strategy.trainable_layers > layers:
-            problems.append(
-                f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
-                f" choose 1 to {layers}"
-            )
+    if isinstance(strategy, FrozenStrategy) and layers is not None and strategy.trainable_layers > layers:
+        problems.append(
+            f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
+            f" choose 1 to {layers}"
+        )
     if recipe.task == "classification" and data.format != "classification":
         problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
-    sequence_head = recipe.task == "classification" and recipe.classification.head == "sequence"
-    if training.packing and sequence_head:
+    if training.packing and recipe.sequence_head:
         problems.append("training.packing: a sequence-classification head scores whole rows; set packing: false")
     if training.resume not in (None, "auto") and not Path(training.resume).is_dir():
         problems.append(f"training.resume: {training.resume} is not a checkpoint folder; use auto or a checkpoint path")
     if recipe.classification.labels is not None and len(set(recipe.classification.labels)) < 2:
         problems.append("classification.labels: give at least two distinct labels")
     return problems
+
+
+def check_model_source(cfg: ModelConfig) -> list[str]:
+    """Problems findable without loading weights: a missing local path, a Hub id while offline."""
+    source = ModelSource.parse(cfg.name_or_path)
+    default = Path(cfg.name_or_path) == Path(DEFAULT_MODEL_FOLDER)
+    hint = " (run `make model` to write the default model there)" if default else ""
+    if source.is_local and not source.path.exists():
+        return [f"model.name_or_path: {source.path} does not exist{hint}"]
+    if not source.is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        if default:
+            return [f"model.name_or_path: {cfg.name_or_path} does not exist{hint}"]
+        return [
+            f"model.name_or_path: {cfg.name_or_path!r} is not a local folder or file, and HF_HUB_OFFLINE=1 keeps"
+            " the Hub out of reach; give a local path, or unset HF_HUB_OFFLINE to download it"
+        ]
+    return []
+
+
+def check_data_paths(cfg: DataConfig) -> list[str]:
+    problems = []
+    for key in ("train", "validation"):
+        spec = getattr(cfg, key)
+        if spec is None:
+            continue
+        path = Path(spec)
+        if path.suffix in DATA_LOADERS and not path.is_file():
+            problems.append(f"data.{key}: file not found: {spec}")
+        elif path.suffix and path.suffix not in DATA_LOADERS:
+            problems.append(f"data.{key}: {spec}: unsupported file type; use .jsonl, .json, .csv or .parquet")
+        elif not path.suffix and not path.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+            problems.append(f"data.{key}: {spec!r} is not a local file and HF_HUB_OFFLINE=1 is set")
+    if cfg.chat_template and not Path(cfg.chat_template).is_file():
+        problems.append(f"data.chat_template: file not found: {cfg.chat_template}")
+    return problems
+
+
+def num_hidden_layers(cfg: ModelConfig) -> int | None:
+    """The model's block count read from its config or GGUF header, without loading weights."""
+    source = ModelSource.parse(cfg.name_or_path)
+    if source.gguf_file:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(source.path))
+        for name, field in reader.fields.items():
+            if name.endswith(".block_count"):
+                return int(field.parts[field.data[0]][0])
+        return None
+    config = source.path / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    data = data.get("text_config", data)
+    return data.get("num_hidden_layers") or data.get("n_layer")

@@ -1,16 +1,14 @@
-"""The recipe schema: typed all the way down, unknown keys forbidden at every level.
+"""The recipe schema: typed all the way down, unknown keys forbidden at every level, every key described.
 
-Names mirror transformers' TrainingArguments and peft's LoraConfig where one exists, so a user who
-knows those libraries already knows these keys.
+Names mirror transformers' TrainingArguments and peft's LoraConfig where one exists, so a user who knows those
+libraries already knows these keys. `python -m llm_tune keys [SECTION]` prints this file's descriptions.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-PositiveInt = Field(gt=0)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class Section(BaseModel):
@@ -18,59 +16,113 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name_or_path: str  # local HF folder, a .gguf file, or a Hub id (online only)
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    name_or_path: str = Field(description="a local transformers folder, a .gguf file, or a Hub id (online only)")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="weights' dtype; auto: bfloat16 on a GPU that has it, else float32 weights with bfloat16"
+        " autocast where the CPU computes bfloat16 natively (see training.bf16)",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a Hub model")
+    trust_remote_code: bool = Field(False, description="allow a Hub model's own Python code to run")
+    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
 
 
-class StrategyConfig(Section):
-    kind: Literal["full", "frozen", "lora", "qlora"] = "lora"
-    # frozen: how many final transformer blocks train, plus extra modules by name (e.g. "norm", "lm_head").
-    trainable_layers: int = Field(2, ge=1)
-    trainable_modules: list[str] = []
-    # lora / qlora (peft LoraConfig names)
-    r: int = Field(16, gt=0)
-    lora_alpha: int = Field(32, gt=0)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
-    use_dora: bool = False
-    use_rslora: bool = False
-    # Block indices that get adapters (None: all). Adapting only the top blocks also stops the backward
-    # pass there, which is what makes LoRA fast on a CPU.
-    layers_to_transform: list[int] | None = None
-    # qlora (transformers BitsAndBytesConfig names)
-    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
-    bnb_4bit_use_double_quant: bool = True
-    bnb_4bit_compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+class FullStrategy(Section):
+    """Every weight trains."""
+
+    kind: Literal["full"] = Field("full", description="full: every weight trains")
+
+
+class FrozenStrategy(Section):
+    """Only the last blocks (and named modules) train; every other weight stays bit-identical."""
+
+    kind: Literal["frozen"] = Field("frozen", description="frozen: only the last blocks and named modules train")
+    trainable_layers: int = Field(2, ge=1, description="how many final transformer blocks train")
+    trainable_modules: list[str] = Field(
+        [], description="more modules that train, matched by the last part of their name (e.g. norm, lm_head)"
+    )
+
+
+class LoraStrategy(Section):
+    """A LoRA adapter (peft LoraConfig names) on a frozen base."""
+
+    kind: Literal["lora"] = Field("lora", description="lora: a low-rank adapter trains, the base stays frozen")
+    r: int = Field(16, gt=0, description="adapter rank: the capacity of the update")
+    lora_alpha: int = Field(32, gt=0, description="scale of the update: alpha / r (alpha / sqrt(r) with use_rslora)")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="all-linear, or the linear layers to adapt by name (e.g. [q_proj, v_proj])"
+    )
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    layers_to_transform: list[int] | None = Field(
+        None,
+        description="block indices that get adapters (null: all); adapting only the top blocks also stops the"
+        " backward pass there, which is what makes LoRA fast on a CPU",
+    )
+
+
+class QLoraStrategy(LoraStrategy):
+    """LoRA over a 4-bit base (bitsandbytes; transformers BitsAndBytesConfig names)."""
+
+    kind: Literal["qlora"] = Field("qlora", description="qlora: a LoRA adapter over a 4-bit quantized base")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (nf4: QLoRA's NormalFloat4)")
+    bnb_4bit_use_double_quant: bool = Field(True, description="quantize the quantization constants too")
+    bnb_4bit_compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype the 4-bit layers compute in; auto: the model dtype"
+    )
+
+
+STRATEGIES: dict[str, type[Section]] = {
+    "full": FullStrategy, "frozen": FrozenStrategy, "lora": LoraStrategy, "qlora": QLoraStrategy
+}
+
+
+def _strategy_kind(value: Any) -> str:
+    """The tag that picks a strategy class; a section without `kind` is LoRA, the default strategy."""
+    kind = value.get("kind", "lora") if isinstance(value, dict) else getattr(value, "kind", "lora")
+    return kind if kind in STRATEGIES else "unknown"
+
+
+Strategy = Annotated[
+    Annotated[FullStrategy, Tag("full")] | Annotated[FrozenStrategy, Tag("frozen")] | Annotated[LoraStrategy, Tag("lora")] | Annotated[QLoraStrategy, Tag("qlora")],
+    Discriminator(_strategy_kind),
+]
 
 
 class FieldNames(Section):
     """Which column of the data holds what; defaults follow the common dataset layouts."""
 
-    instruction: str = "instruction"
-    input: str = "input"
-    output: str = "output"
-    messages: str = "messages"
-    text: str = "text"
-    label: str = "label"
+    instruction: str = Field("instruction", description="alpaca: the instruction column")
+    input: str = Field("input", description="alpaca: the optional input column, appended to the instruction")
+    output: str = Field("output", description="alpaca: the answer column")
+    messages: str = Field("messages", description="chat: the column holding [{role, content}, ...]")
+    text: str = Field("text", description="completion and classification: the text column")
+    label: str = Field("label", description="classification: the label column")
 
 
 class DataConfig(Section):
-    train: str
-    validation: str | None = None
-    validation_fraction: float | None = Field(None, gt=0.0, lt=1.0)
-    validation_seed: int = 0  # the seeded shuffle that carves validation_fraction out of train
-    format: Literal["alpaca", "chat", "completion", "classification"] = "alpaca"
-    fields: FieldNames = FieldNames()
-    max_length: int = Field(1024, gt=0)
-    train_on_prompt: bool = False  # default: loss on the completion / assistant turns only
-    skip_bad_rows: bool = False  # default: an empty or incomplete row stops the run
-    system_prompt: str | None = None  # None keeps the chat template's own default
-    chat_template: str | None = None  # a .jinja file with {% generation %} markers, for chat models we do not know
-    # classification: the instruction a text is wrapped in; {text} and {labels} are filled in.
-    prompt: str = "Classify the text as one of: {labels}.\n\nText: {text}"
+    train: str = Field(description="training rows: a .jsonl, .json, .csv or .parquet file, or a Hub dataset name")
+    validation: str | None = Field(None, description="validation rows, in the same format as train")
+    validation_fraction: float | None = Field(
+        None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
+    )
+    validation_seed: int = Field(0, description="seed of the shuffle that carves validation_fraction out of train")
+    format: Literal["alpaca", "chat", "completion", "classification"] = Field(
+        "alpaca", description="how rows are read: alpaca, chat, completion (raw text) or classification"
+    )
+    fields: FieldNames = Field(FieldNames(), description="column names, when they differ from the defaults")
+    max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
+    train_on_prompt: bool = Field(False, description="false: loss on the completion / assistant turns only")
+    skip_bad_rows: bool = Field(False, description="false: an empty or incomplete row stops the run, naming it")
+    system_prompt: str | None = Field(None, description="a system message for every row; null keeps the template's")
+    chat_template: str | None = Field(
+        None, description="a .jinja chat template with {% generation %} markers, for chat models llm_tune does not know"
+    )
+    prompt: str = Field(
+        "Classify the text as one of: {labels}.\n\nText: {text}",
+        description="classification: the instruction a text is wrapped in; {text} and {labels} are filled in",
+    )
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataConfig:
@@ -80,33 +132,41 @@ class DataConfig(Section):
 
 
 class ClassificationConfig(Section):
-    head: Literal["sequence", "generate"] = "generate"
-    labels: list[str] | None = None  # None: discovered from the training file, sorted
-    # sequence head: start each label's row of the new head from the LM-head row of the label's first token, so
-    # the untrained classifier already scores like the instruct model's zero-shot answer (tied embeddings only).
-    init_head_from_labels: bool = True
+    head: Literal["sequence", "generate"] = Field(
+        "generate",
+        description="sequence: a classifier head on the last prompt token; generate: the label as a completion,"
+        " scored by its log-likelihood",
+    )
+    labels: list[str] | None = Field(None, description="the label set; null: discovered from the training file, sorted")
+    init_head_from_labels: bool = Field(
+        True,
+        description="sequence head: start each label's row from the LM-head row of the label's first token, so the"
+        " untrained head scores like the instruct model's zero-shot answer (tied embeddings only)",
+    )
 
 
 class TrainingConfig(Section):
-    num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_steps: float = Field(0, ge=0)  # < 1 is a fraction of the total steps, as in TrainingArguments
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0)
-    per_device_train_batch_size: int = Field(4, gt=0)
-    per_device_eval_batch_size: int = Field(8, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    gradient_checkpointing: bool = False
-    packing: bool = False
-    seed: int = 42
-    logging_steps: int = Field(10, gt=0)
-    eval_steps: int | None = Field(None, gt=0)  # None: evaluate once, at the end
-    save_steps: int = Field(500, gt=0)
-    save_total_limit: int | None = Field(2, gt=0)
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
-    resume: str | None = None  # "auto" or a checkpoint folder
+    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training rows")
+    max_steps: int = Field(-1, description="optimizer steps; > 0 overrides num_train_epochs")
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="learning-rate schedule after warmup"
+    )
+    warmup_steps: float = Field(0, ge=0, description="warmup steps; below 1, a fraction of the total steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0: off)")
+    per_device_train_batch_size: int = Field(4, gt=0, description="rows per step on each process")
+    per_device_eval_batch_size: int = Field(8, gt=0, description="rows per batch in evaluation and predict")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches summed into one optimizer step")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass to save memory")
+    packing: bool = Field(False, description="pack several rows into one sequence (kept apart by position ids)")
+    seed: int = Field(42, description="seed of the data order, dropout and new weights")
+    logging_steps: int = Field(10, gt=0, description="log the training loss every N steps")
+    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps; null: once, at the end")
+    save_steps: int = Field(500, gt=0, description="save a resumable checkpoint every N steps")
+    save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; null: all")
+    report_to: Literal["tensorboard", "none"] = Field("tensorboard", description="where training logs go")
+    resume: str | None = Field(None, description="auto (the latest complete checkpoint) or a checkpoint folder")
 
     @model_validator(mode="after")
     def _max_steps(self) -> TrainingConfig:
@@ -118,25 +178,48 @@ class TrainingConfig(Section):
 class ExportConfig(Section):
     """What `llm_tune export` does, run at the end of training when the section is present."""
 
-    merge: bool = False  # lora/qlora: False = a PEFT adapter folder, True = merged into the base
-    out: str | None = None  # default: OUTPUT_DIR/export/adapter or OUTPUT_DIR/export/merged
-    dtype: Literal["bfloat16", "float16", "float32"] | None = None  # None: the dtype the model trained in
-    # qlora merges: "dequantized" reproduces the trained model (the 4-bit weights it saw, dequantized);
-    # "original" merges into the full-precision checkpoint, which drifts by the quantization error.
-    qlora_merge_base: Literal["dequantized", "original"] = "dequantized"
-    max_shard_size: str = Field("2GB", pattern=r"^[0-9]+(KB|MB|GB|KiB|MiB|GiB)$")  # merged safetensors shard size
-    verify_prompts: int = Field(4, gt=0, le=64)  # rows (validation first) run through both models
-    verify_new_tokens: int = Field(16, gt=0, le=256)  # greedy tokens compared per prompt
-    base_model_id: str | None = None  # Hub id for the model card when model.name_or_path is a local folder
-    license: str | None = None  # model card license; None: the base model card's, else "other"
+    merge: bool = Field(False, description="lora/qlora: false gives a PEFT adapter folder, true merges into the base")
+    out: str | None = Field(None, description="export folder; null: OUTPUT_DIR/export/adapter or OUTPUT_DIR/export/merged")
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="dtype of the exported weights; null: the dtype the model trained in"
+    )
+    qlora_merge_base: Literal["dequantized", "original"] = Field(
+        "dequantized",
+        description="qlora merges: dequantized reproduces the trained model (the 4-bit weights it saw);"
+        " original merges into the full-precision checkpoint, which drifts by the quantization error",
+    )
+    max_shard_size: str = Field(
+        "2GB", pattern=r"^[0-9]+(KB|MB|GB|KiB|MiB|GiB)$", description="merged safetensors shard size"
+    )
+    verify_prompts: int = Field(4, gt=0, le=64, description="rows (validation first) run through both models")
+    verify_new_tokens: int = Field(16, gt=0, le=256, description="greedy tokens compared per prompt")
+    base_model_id: str | None = Field(
+        None, description="Hub id for the model card and adapter config when model.name_or_path is a local folder"
+    )
+    license: str | None = Field(None, description="model card license; null: the base model card's, else other")
 
 
 class Recipe(Section):
-    model: ModelConfig
-    strategy: StrategyConfig = StrategyConfig()
-    task: Literal["sft", "classification"] = "sft"
-    classification: ClassificationConfig = ClassificationConfig()
-    data: DataConfig
-    training: TrainingConfig = TrainingConfig()
-    output_dir: str = "runs/latest"
-    export: ExportConfig | None = None
+    model: ModelConfig = Field(description="the base model")
+    strategy: Strategy = Field(LoraStrategy(), description="which weights train: full, frozen, lora or qlora")
+    task: Literal["sft", "classification"] = Field("sft", description="sft (causal LM) or classification")
+    classification: ClassificationConfig = Field(ClassificationConfig(), description="classification runs")
+    data: DataConfig = Field(description="where the rows come from and how they are read")
+    training: TrainingConfig = Field(TrainingConfig(), description="the trainer (TrainingArguments names)")
+    output_dir: str = Field("runs/latest", description="the run folder")
+    export: ExportConfig | None = Field(None, description="export at the end of training (see `llm_tune export`)")
+
+    @property
+    def sequence_head(self) -> bool:
+        """A classifier head on the base (a sequence-classification model), rather than a causal LM."""
+        return self.task == "classification" and self.classification.head == "sequence"
+
+    @property
+    def adapter(self) -> bool:
+        """The run trains (and saves) an adapter rather than the model's own weights."""
+        return isinstance(self.strategy, LoraStrategy)
+
+    @property
+    def four_bit(self) -> QLoraStrategy | None:
+        """The 4-bit settings the base loads with, or None for a full-precision base."""
+        return self.strategy if isinstance(self.strategy, QLoraStrategy) else None

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llm_tune import run_folder
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
+from llm_tune.run_folder import read_json, write_json
 
 COMPLETE = "llm_tune-complete.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -31,7 +31,7 @@ def checkpoint_folders(checkpoints: Path) -> list[Path]:
 def is_complete(folder: Path) -> bool:
     marker = folder / COMPLETE
     try:
-        sizes = run_folder.read_json(marker)["files"]
+        sizes = read_json(marker)["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     for name, size in sizes.items():
@@ -47,7 +47,7 @@ def mark_complete(folder: Path, step: int) -> None:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != COMPLETE and not p.name.startswith(f".{COMPLETE}")
     }
-    run_folder.write_json(folder / COMPLETE, {"step": step, "files": files})
+    write_json(folder / COMPLETE, {"step": step, "files": files})
 
 
 def latest_complete(checkpoints: Path) -> Path | None:
@@ -55,11 +55,10 @@ def latest_complete(checkpoints: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def resolve_resume(resume: str | None, out: Path) -> str | None:
+def resolve_resume(resume: str | None, checkpoints: Path) -> str | None:
     """The checkpoint folder to resume from, or None to start at step 0."""
     if resume is None:
         return None
-    checkpoints = out / run_folder.CHECKPOINTS
     if resume == "auto":
         latest = latest_complete(checkpoints)
         if latest is None:
@@ -93,7 +92,7 @@ def completion_marker() -> Any:
 
     class CompletionMarker(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            from llm_tune.train.launch import barrier
+            from llm_tune.ranks import barrier
 
             # Under DeepSpeed and FSDP every rank writes shards; rank 0 must not vouch for them before they exist.
             barrier()

@@ -55,7 +55,7 @@ class GracefulStop:
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
-        from llm_tune.train.launch import any_rank
+        from llm_tune.ranks import any_rank
 
         outer = self
 

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_tune.errors import UserError
+from llm_tune.ranks import world_size
 
 WORKING_CPU_LAUNCH = "accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml --num_processes N -m llm_tune"
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _truthy(name: str) -> bool:
@@ -120,39 +117,3 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def barrier() -> None:
-    """Wait for every rank; a no-op in a single process."""
-    if world_size() > 1:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-
-
-def agree(value: Any) -> Any:
-    """Rank 0's value on every rank, so that all ranks take the same branch around collectives."""
-    if world_size() == 1:
-        return value
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        from accelerate import PartialState
-
-        PartialState()  # joins the process group the launcher set up
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def any_rank(flag: bool, device: Any) -> bool:
-    """True on every rank when it is True on any, so a stop request is acted on at the same step everywhere."""
-    if world_size() == 1:
-        return flag
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())

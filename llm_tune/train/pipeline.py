@@ -7,16 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llm_tune.recipe.schema import Recipe
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
-from llm_tune import run_folder
+from llm_tune.recipe.schema import Recipe
+from llm_tune.run_folder import RunFolder
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
     from llm_tune.train.trainer import build_trainer
 
-    out = Path(recipe.output_dir)
+    out = RunFolder(Path(recipe.output_dir))
     tokenizer, stock_template = _tokenizer(recipe)
     splits = _data(recipe, tokenizer, out)
     model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
@@ -37,13 +37,9 @@ def train(recipe: Recipe) -> dict[str, Any]:
         if recipe.export is not None:
             from llm_tune.export import export_after_training
 
-            export_after_training(out, recipe)
+            export_after_training(out.root, recipe)
     trainer.accelerator.wait_for_everyone()
     return metrics
-
-
-def _sequence_head(recipe: Recipe) -> bool:
-    return recipe.task == "classification" and recipe.classification.head == "sequence"
 
 
 def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
@@ -64,7 +60,7 @@ def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
     return tokenizer, stock_template
 
 
-def _data(recipe: Recipe, tokenizer: Any, out: Path) -> Any:
+def _data(recipe: Recipe, tokenizer: Any, out: RunFolder) -> Any:
     from llm_tune.data.formats import load_splits
 
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
@@ -73,7 +69,7 @@ def _data(recipe: Recipe, tokenizer: Any, out: Path) -> Any:
         say(note)
     if classifying:
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
-    if _sequence_head(recipe):  # the sequence-classification trainer tokenizes its own way
+    if recipe.sequence_head:  # the sequence-classification trainer tokenizes its own way
         return splits
     splits = _tokenized(recipe, tokenizer, splits, out)
     if len(splits.train) == 0:
@@ -89,11 +85,11 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy, parameter_counts
 
-    sequence_head = _sequence_head(recipe)
     # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
     # resuming nor comparing batch layouts can be exact.
     set_seed(recipe.training.seed)
-    model = load_model(recipe.model, recipe.strategy, tokenizer, labels=labels if sequence_head else None)
+    sequence_head = recipe.sequence_head
+    model = load_model(recipe.model, tokenizer, labels=labels if sequence_head else None, four_bit=recipe.four_bit)
     if sequence_head and recipe.classification.init_head_from_labels:
         if init_head_from_label_tokens(model, tokenizer, labels):
             say("classification head initialised from the label tokens' LM-head rows")
@@ -104,46 +100,46 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
     return model, (trainable, total)
 
 
-def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: Path) -> Any:
+def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: RunFolder) -> Any:
     """Token ids prepared once (by the main process) and cached for the other ranks and later runs."""
     from llm_tune.data.tokenized import tokenized_splits
     from llm_tune.train.trainer import sft_config, trainer_arguments
 
-    arguments = trainer_arguments(recipe, out / run_folder.CHECKPOINTS, splits.validation is not None, bf16=False)
+    arguments = trainer_arguments(recipe, out, splits.validation is not None, bf16=False)
     return tokenized_splits(recipe, tokenizer, splits, sft_config(recipe, arguments))
 
 
-def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
+def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
     from llm_tune.classification.evaluation import evaluate_classifier
 
     batch = recipe.training.per_device_eval_batch_size
-    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out / "eval")
+    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval)
     metrics.update(eval_loss=scores["loss"], eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
-    run_folder.write_json(out / run_folder.METRICS, metrics)
+    out.write_metrics(metrics)
 
 
-def _prepare_output_dir(out: Path, recipe: Recipe) -> None:
+def _prepare_output_dir(out: RunFolder, recipe: Recipe) -> None:
     """A new run replaces a finished one in the same folder; resuming keeps it, less any half-written checkpoint."""
     from llm_tune.train.checkpoints import discard_incomplete
 
     if not is_main_process():
         return
-    if recipe.training.resume is None and out.exists():
-        say(f"{out} exists: replacing the previous run there")
-        shutil.rmtree(out)
+    if recipe.training.resume is None and out.root.exists():
+        say(f"{out.root} exists: replacing the previous run there")
+        shutil.rmtree(out.root)
     if recipe.training.resume is not None:
-        discard_incomplete(out / run_folder.CHECKPOINTS)
-    out.mkdir(parents=True, exist_ok=True)
-    run_folder.write_recipe(out, recipe)
+        discard_incomplete(out.checkpoints)
+    out.root.mkdir(parents=True, exist_ok=True)
+    out.write_recipe(recipe)
 
 
-def _resume_from(recipe: Recipe, out: Path) -> str | None:
+def _resume_from(recipe: Recipe, out: RunFolder) -> str | None:
     from llm_tune.train.checkpoints import resolve_resume
 
-    return resolve_resume(recipe.training.resume, out)
+    return resolve_resume(recipe.training.resume, out.checkpoints)
 
 
-def _train_resumably(trainer: Any, recipe: Recipe, out: Path) -> Any:
+def _train_resumably(trainer: Any, recipe: Recipe, out: RunFolder) -> Any:
     """trainer.train(), with checkpoints marked complete and a signal turned into a checkpoint and a clean exit."""
     from llm_tune.train.checkpoints import completion_marker
     from llm_tune.train.interrupt import GracefulStop
@@ -153,7 +149,7 @@ def _train_resumably(trainer: Any, recipe: Recipe, out: Path) -> Any:
     with GracefulStop() as stop:
         trainer.add_callback(stop.callback())
         result = trainer.train(resume_from_checkpoint=resume_from)
-    stop.exit_if_stopped(out / run_folder.CHECKPOINTS)
+    stop.exit_if_stopped(out.checkpoints)
     return result
 
 
@@ -171,12 +167,12 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
     }
 
 
-def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: Path, metrics: dict[str, Any]) -> None:
-    weights = run_folder.weights_folder(out, recipe.strategy.kind)
+def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
+    weights = out.weights(recipe)
     trainer.model.config.use_cache = True
     trainer.save_model(str(weights))
     tokenizer.save_pretrained(str(weights))
-    trainer.state.save_to_json(str(out / "trainer_state.json"))
-    run_folder.write_json(out / run_folder.METRICS, metrics)
-    say(f"saved {weights} and {out / run_folder.METRICS}")
+    trainer.state.save_to_json(str(out.trainer_state))
+    out.write_metrics(metrics)
+    say(f"saved {weights} and {out.metrics}")
     say("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

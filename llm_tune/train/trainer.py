@@ -4,10 +4,10 @@ sequence-classification head. Pure adapters first (recipe -> SFTConfig), then th
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_tune.recipe.schema import Recipe
+from llm_tune.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
@@ -15,14 +15,14 @@ if TYPE_CHECKING:
     from llm_tune.data.formats import Splits
 
 
-def trainer_arguments(recipe: Recipe, checkpoints: Path, has_validation: bool, bf16: bool) -> dict[str, Any]:
+def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool, bf16: bool) -> dict[str, Any]:
     """The recipe's training section as TrainingArguments keywords (shared by both trainers)."""
     import torch
 
     t = recipe.training
     evaluate_every = has_validation and t.eval_steps is not None
     arguments: dict[str, Any] = dict(
-        output_dir=str(checkpoints),
+        output_dir=str(run.checkpoints),
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
         learning_rate=t.learning_rate,
@@ -77,15 +77,15 @@ def build_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     splits: Splits,
-    out: Path,
+    run: RunFolder,
 ) -> Trainer:
     import torch
 
     bf16 = next(model.parameters()).dtype == torch.bfloat16 or recipe.model.dtype == "bfloat16"
-    arguments = trainer_arguments(recipe, out / "checkpoints", splits.validation is not None, bf16)
+    arguments = trainer_arguments(recipe, run, splits.validation is not None, bf16)
     if recipe.training.report_to == "tensorboard":
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
-    if recipe.task == "classification" and recipe.classification.head == "sequence":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
+    if recipe.sequence_head:
         return _classifier_trainer(recipe, model, tokenizer, splits, arguments)
     from trl import SFTTrainer
 

@@ -1,0 +1,137 @@
+"""What every step of an export shares: the job gathered from the run folder, the trained model's outputs on the
+verification prompts, and the checks that compare an export against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_tune.console import say
+from llm_tune.errors import UserError
+from llm_tune.export import verify
+from llm_tune.recipe.schema import ExportConfig, Recipe
+from llm_tune.recipe.sources import ModelSource
+from llm_tune.run_folder import RunFolder
+
+MANIFEST = "export.json"  # written last: its presence is what marks a folder as a complete export
+VERIFICATION = "verification.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class ExportFailed(UserError):
+    """The export was built but does not reproduce the trained model; nothing was left in place."""
+
+
+@dataclass
+class Job:
+    """Everything one export needs, gathered once from the run folder."""
+
+    run_dir: Path
+    recipe: Recipe
+    options: ExportConfig
+    tokenizer: Any = None
+    prompts: list[list[int]] = field(default_factory=list)
+    reference: verify.Outputs | None = None  # the model as trained, on the prompts
+    checks: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)  # which check decides, and its tolerance
+    cast_reference: verify.Outputs | None = None  # the trained model cast to the export dtype
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
+    def classifier(self) -> bool:
+        return self.recipe.sequence_head
+
+    @property
+    def adapter(self) -> bool:
+        return self.recipe.adapter
+
+    @property
+    def merged(self) -> bool:
+        return self.options.merge or not self.adapter
+
+    @property
+    def dtype(self) -> str:
+        return self.options.dtype or trained_dtype(self.recipe)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.recipe.classification.labels if self.classifier else None
+
+
+def trained_dtype(recipe: Recipe) -> str:
+    """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
+    from llm_tune.model.loading import resolve_dtype
+
+    name = recipe.four_bit.bnb_4bit_compute_dtype if recipe.four_bit else "auto"
+    if name == "auto":
+        name = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
+    return name
+
+
+def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
+    """The recipe's export section (or the defaults) with the command line's choices on top."""
+    from pydantic import ValidationError
+
+    base = (recipe.export or ExportConfig()).model_dump()
+    base.update({key: value for key, value in given.items() if value is not None})
+    try:
+        return ExportConfig.model_validate(base)
+    except ValidationError as exc:
+        problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
+        raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
+
+
+def training_arithmetic(model: Any) -> Any:
+    """A 4-bit model computing as it did in training. On a CPU with AVX512-BF16, bitsandbytes switches
+    Linear4bit to a bfloat16 kernel in eval mode (absmax rounded to bfloat16), which training never ran;
+    comparing against that would charge its rounding to the merge."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def outputs(job: Job, model: Any) -> verify.Outputs:
+    """`model` on the job's verification prompts."""
+    from llm_tune.export.files import stop_token_ids
+
+    return verify.run_prompts(
+        model,
+        job.prompts,
+        classifier=job.classifier,
+        new_tokens=job.options.verify_new_tokens,
+        stop=stop_token_ids(job.tokenizer, job.recipe),
+        pad=job.tokenizer.pad_token_id,
+    )
+
+
+def check(job: Job, name: str, candidate: verify.Outputs, reference: verify.Outputs | None = None) -> dict:
+    result = verify.compare(reference or job.reference, candidate)
+    job.checks[name] = result
+    say("verify " + verify.describe(name, result))
+    return result
+
+
+def coarsest(*dtypes: str) -> str:
+    return max(dtypes, key=lambda name: verify.TOLERANCE[name])
+
+
+def load_exported_model(folder: Path, classifier: bool, dtype: str) -> Any:
+    """The export loaded exactly as a user would: the plain Auto class, no llm_tune code involved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    return auto.from_pretrained(folder, dtype=getattr(torch, dtype))
+
+
+def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:
+    """What the adapter config names as its base: the Hub id when known, else the local folder."""
+    if options.base_model_id:
+        return options.base_model_id
+    source = ModelSource.parse(recipe.model.name_or_path)
+    return str(Path(source.folder).resolve()) if source.is_local else source.folder

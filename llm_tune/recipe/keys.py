@@ -1,0 +1,93 @@
+"""`python -m llm_tune keys [SECTION]`: every recipe key with its type, default and description, read from the
+schema itself, so the documentation cannot drift from what the recipe accepts."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from llm_tune.errors import UserError
+from llm_tune.recipe.schema import STRATEGIES, Recipe, Section
+
+
+def key_lines(section: str | None = None) -> list[str]:
+    """One line per key: `path  type  default  description`, for one top-level section or all of them."""
+    rows = [row for row in _rows(Recipe, "") if section is None or row[0].split(".")[0] == section]
+    if not rows:
+        known = ", ".join(Recipe.model_fields)
+        raise UserError(f"keys: no section {section!r}; sections: {known}")
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return [f"{p:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {text}".rstrip() for p, t, d, text in rows]
+
+
+def _rows(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, info in section.model_fields.items():
+        path = f"{prefix}{name}"
+        if path == "strategy":
+            rows += _strategy_rows()
+            continue
+        nested = _section_of(info.annotation)
+        if nested is not None:
+            rows += _rows(nested, f"{path}.")
+            continue
+        rows.append((path, _type_name(info.annotation), _default(info), info.description or ""))
+    return rows
+
+
+def _strategy_rows() -> list[tuple[str, str, str, str]]:
+    """The strategy section's keys, each once, with the kinds that take it."""
+    owners: dict[str, list[str]] = {}
+    infos: dict[str, FieldInfo] = {}
+    for kind, cls in STRATEGIES.items():
+        for name, info in cls.model_fields.items():
+            owners.setdefault(name, []).append(kind)
+            infos.setdefault(name, info)
+    rows = []
+    for name, kinds in owners.items():
+        info = infos[name]
+        if name == "kind":
+            rows.append(("strategy.kind", " | ".join(STRATEGIES), "lora", "which weights train"))
+            continue
+        text = f"[{', '.join(kinds)}] {info.description or ''}"
+        rows.append((f"strategy.{name}", _type_name(info.annotation), _default(info), text))
+    return rows
+
+
+def _section_of(annotation: Any) -> type[Section] | None:
+    for candidate in typing.get_args(annotation) or (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, Section):
+            return candidate
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default is PydanticUndefined:
+        return "(required)"
+    value = info.default
+    if isinstance(value, BaseModel):
+        return "{...}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return repr(value) if ("\n" in value or " " in value or not value) else value
+    return str(value)
