@@ -45,7 +45,7 @@ from llm_tune.classification.evaluation import evaluate_classifier
 recipe = load_recipe("recipes/sentiment.yaml", ["classification.head={head}"])
 tok = load_tokenizer(recipe.model)
 labels = recipe.classification.labels
-model = load_model(recipe.model, recipe.strategy, tok, labels=labels if "{head}" == "sequence" else None)
+model = load_model(recipe.model, tok, labels=labels if "{head}" == "sequence" else None)
 if "{head}" == "sequence":
     init_head_from_label_tokens(model, tok, labels)
 evaluate_classifier(recipe, model, tok, {str(val)!r}, 32, Path({str(work / f"zero-shot-{head}")!r}))
