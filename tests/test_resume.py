@@ -21,7 +21,7 @@ STEPS = 8  # 20 rows, batch 4: 5 steps an epoch, so the resumed part crosses an 
 
 @pytest.fixture
 def cache(tmp_path) -> dict:
-    return {"LLM_TUNE_CACHE": str(tmp_path / "cache")}
+    return {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
 
 
 def step_losses(out: Path) -> dict[int, float]:

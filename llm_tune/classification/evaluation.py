@@ -4,6 +4,7 @@ the console, and RUN_DIR/eval/{metrics.json, predictions.jsonl}."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,15 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     import numpy as np
 
     from llm_tune.classification.heads import label_probabilities
+    from llm_tune.model.loading import mixed_precision
 
     labels = recipe.classification.labels
     rows = classification_rows(recipe, spec, tokenizer)
-    probs = label_probabilities(model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size)
+    started = time.perf_counter()
+    probs = label_probabilities(
+        model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, mixed_precision(recipe.model)
+    )
+    seconds = time.perf_counter() - started
     predicted = probs.argmax(-1).tolist()
     truth = [labels.index(label) for label in rows["label"]]
     scores = evaluate.load(str(METRIC_MODULE)).compute(
@@ -41,7 +47,8 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     )
     # The cross-entropy of the label probabilities: the sequence head's own loss, the generate head's over labels.
     loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
-    metrics = {"data": spec, "rows": len(truth), "labels": labels, "loss": loss, **scores}
+    metrics = {"data": spec, "rows": len(truth), "labels": labels, "loss": loss, **scores,
+               "rows_per_s": round(len(truth) / seconds, 2)}
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
         for text, t, p, row in zip(rows["text"], truth, predicted, probs)
@@ -50,6 +57,7 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
     write_json(out / "metrics.json", metrics)
     print(format_report(metrics), flush=True)
+    print(f"scored {len(truth)} rows in {seconds:.1f} s ({metrics['rows_per_s']:.1f} rows/s)", flush=True)
     return metrics
 
 
@@ -93,6 +101,7 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
 
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.data.formats import render
+    from llm_tune.model.loading import mixed_precision
     from llm_tune.model.trained import load_trained
 
     run = load_trained(run_dir)
@@ -104,7 +113,8 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
     rows = Dataset.from_dict({"text": texts, "label": [labels[0]] * len(texts)})
     prompts = render(rows, cfg, labels, run.tokenizer.chat_template is not None)["prompt"]
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
-    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size)
+    autocast = mixed_precision(recipe.model)
+    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, autocast)
     results = [dict(zip(labels, map(float, row))) for row in probs]
     for text, result in zip(texts, results):
         ranked = sorted(result.items(), key=lambda kv: -kv[1])

@@ -47,22 +47,41 @@ def encode_for_classifier(
 
 
 def label_probabilities(
-    model: Any, tokenizer: PreTrainedTokenizerBase, prompts: list[Any], labels: list[str], head: str, batch_size: int
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Any],
+    labels: list[str],
+    head: str,
+    batch_size: int,
+    autocast: bool = False,
 ) -> Any:
-    """[rows, labels] probabilities, computed batch by batch (full-vocabulary logits never outlive a batch)."""
+    """[rows, labels] probabilities in the rows' order, computed batch by batch over rows sorted by length (little
+    padding; full-vocabulary logits never outlive a batch), under bfloat16 autocast when training used it."""
     import torch
+    from tqdm.auto import tqdm
+
+    from llm_tune.console import is_main_process
 
     model.eval()
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            batch = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peaks at once
+    scores = torch.empty(len(ids), len(labels))
+    device = next(model.parameters()).device
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not is_main_process(), leave=False) as bar,
+    ):
+        for start in range(0, len(order), batch_size):
+            picked = order[start : start + batch_size]
+            batch = [ids[i] for i in picked]
             if head == "sequence":
-                scores = _sequence_logits(model, tokenizer, batch)
+                batch_scores = _sequence_logits(model, tokenizer, batch)
             else:
-                scores = _label_loglikelihoods(model, tokenizer, batch, labels)
-            chunks.append(torch.softmax(scores.float(), dim=-1).cpu())
-    return torch.cat(chunks).numpy()
+                batch_scores = _label_loglikelihoods(model, tokenizer, batch, labels)
+            scores[picked] = batch_scores.float().cpu()
+            bar.update(len(picked))
+    return torch.softmax(scores, dim=-1).numpy()
 
 
 def _padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], side: str, device: Any) -> tuple[Any, Any]:

@@ -21,12 +21,27 @@ _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|
 
 
 def resolve_dtype(name: str) -> torch.dtype:
+    """The dtype the weights are loaded in. `auto` keeps float32 weights, which are the optimizer's master copies;
+    the compute runs under bfloat16 autocast where the hardware has it (`mixed_precision`)."""
     import torch
 
-    if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return getattr(torch, name)
+    return torch.float32 if name == "auto" else getattr(torch, name)
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bfloat16 natively: a CUDA GPU that has it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere bfloat16 matmuls are emulated and slower than float32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def mixed_precision(cfg: ModelConfig) -> bool:
+    """Whether training, evaluation and prediction compute under bfloat16 autocast."""
+    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and native_bf16())
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

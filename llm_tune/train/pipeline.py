@@ -18,11 +18,16 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     out = RunFolder(Path(recipe.output_dir))
     tokenizer, stock_template = _tokenizer(recipe)
-    splits = _data(recipe, tokenizer, out)
+    splits = _data(recipe, tokenizer)
     model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
+    existed = out.root.exists()  # the trainer creates its checkpoints folder there
+    trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
+    if len(trainer.train_dataset) == 0:
+        if not existed and is_main_process():
+            shutil.rmtree(out.root, ignore_errors=True)
+        raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
 
-    _prepare_output_dir(out, recipe)
-    trainer = build_trainer(recipe, model, tokenizer, splits, out)
+    _prepare_output_dir(out, recipe, replacing=existed)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
@@ -60,7 +65,7 @@ def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
     return tokenizer, stock_template
 
 
-def _data(recipe: Recipe, tokenizer: Any, out: RunFolder) -> Any:
+def _data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
@@ -69,11 +74,6 @@ def _data(recipe: Recipe, tokenizer: Any, out: RunFolder) -> Any:
         say(note)
     if classifying:
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
-    if recipe.sequence_head:  # the sequence-classification trainer tokenizes its own way
-        return splits
-    splits = _tokenized(recipe, tokenizer, splits, out)
-    if len(splits.train) == 0:
-        raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
     return splits
 
 
@@ -100,15 +100,6 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
     return model, (trainable, total)
 
 
-def _tokenized(recipe: Recipe, tokenizer: Any, splits: Any, out: RunFolder) -> Any:
-    """Token ids prepared once (by the main process) and cached for the other ranks and later runs."""
-    from llm_tune.data.tokenized import tokenized_splits
-    from llm_tune.train.trainer import sft_config, trainer_arguments
-
-    arguments = trainer_arguments(recipe, out, splits.validation is not None, bf16=False)
-    return tokenized_splits(recipe, tokenizer, splits, sft_config(recipe, arguments))
-
-
 def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
     from llm_tune.classification.evaluation import evaluate_classifier
 
@@ -118,13 +109,13 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     out.write_metrics(metrics)
 
 
-def _prepare_output_dir(out: RunFolder, recipe: Recipe) -> None:
+def _prepare_output_dir(out: RunFolder, recipe: Recipe, replacing: bool) -> None:
     """A new run replaces a finished one in the same folder; resuming keeps it, less any half-written checkpoint."""
     from llm_tune.train.checkpoints import discard_incomplete
 
     if not is_main_process():
         return
-    if recipe.training.resume is None and out.root.exists():
+    if recipe.training.resume is None and replacing:
         say(f"{out.root} exists: replacing the previous run there")
         shutil.rmtree(out.root)
     if recipe.training.resume is not None:

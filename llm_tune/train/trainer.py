@@ -15,9 +15,13 @@ if TYPE_CHECKING:
     from llm_tune.data.formats import Splits
 
 
-def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool, bf16: bool) -> dict[str, Any]:
-    """The recipe's training section as TrainingArguments keywords (shared by both trainers)."""
+def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> dict[str, Any]:
+    """The recipe's training section as TrainingArguments keywords (shared by both trainers). Every knob is passed
+    explicitly: TRL's SFTConfig changes some of transformers' defaults (activation checkpointing and bf16 on), so a
+    key left out would silently become TRL's choice rather than the recipe's."""
     import torch
+
+    from llm_tune.model.loading import mixed_precision
 
     t = recipe.training
     evaluate_every = has_validation and t.eval_steps is not None
@@ -43,16 +47,20 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool, bf16
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         report_to=[] if t.report_to == "none" else [t.report_to],
-        bf16=bf16,
-        # TRL refuses bf16 on a CPU unless use_cpu is set; a machine without CUDA trains on the CPU.
+        # bfloat16 autocast over float32 weights (the optimizer keeps float32 master copies), where the hardware
+        # computes bfloat16 natively; TRL refuses bf16 on a CPU unless use_cpu is set.
+        bf16=mixed_precision(recipe.model),
+        fp16=False,
         use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # Batches of similar lengths carry little padding; the seeded order is the same on every run and rank.
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
         # Every trainable weight takes part in every step (adapters, unfrozen blocks, the head): no search.
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
-    if t.gradient_checkpointing:
-        arguments.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
     return arguments
 
 
@@ -79,22 +87,28 @@ def build_trainer(
     splits: Splits,
     run: RunFolder,
 ) -> Trainer:
-    import torch
-
-    bf16 = next(model.parameters()).dtype == torch.bfloat16 or recipe.model.dtype == "bfloat16"
-    arguments = trainer_arguments(recipe, run, splits.validation is not None, bf16)
+    arguments = trainer_arguments(recipe, run, splits.validation is not None)
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
     if recipe.sequence_head:
         return _classifier_trainer(recipe, model, tokenizer, splits, arguments)
+    train, validation = (_without_label(s) for s in (splits.train, splits.validation))
+    return sft_trainer_class()(
+        model=model, args=sft_config(recipe, arguments), train_dataset=train, eval_dataset=validation,
+        processing_class=tokenizer,
+    )
+
+
+def sft_trainer_class() -> type:
+    """TRL's SFTTrainer; on a CPU with its loss computed only at the label positions (see train/loss.py)."""
+    import torch
     from trl import SFTTrainer
 
-    train, validation = (_without_label(s) for s in (splits.train, splits.validation))
-    return SFTTrainer(
-        model=model,
-        args=sft_config(recipe, arguments),
-        train_dataset=train, eval_dataset=validation, processing_class=tokenizer
-    )
+    if torch.cuda.is_available():
+        return SFTTrainer  # TRL's fused head already scores only label positions there (Triton tiles)
+    from llm_tune.train.loss import LabelOnlyLoss
+
+    return type("LabelOnlySFTTrainer", (LabelOnlyLoss, SFTTrainer), {})
 
 
 def _without_label(split: Any) -> Any:

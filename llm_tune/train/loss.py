@@ -1,0 +1,57 @@
+"""The causal-LM loss, computed only where a label is.
+
+TRL >= 1.15 computes every SFT loss through its fused, chunked LM head. On a GPU with Triton that head scores only
+the label positions; on a CPU it projects every position (prompt and padding included) through fp32 tiles and folds
+them with torch ops, about 3x the cost of a step's plain cross-entropy. Here the model's own `logits_to_keep` takes a
+boolean mask of the positions that predict a label, so the LM head and the cross-entropy see only those rows.
+The result equals TRL's loss (and transformers' plain shifted cross-entropy) on the same batch: tests/test_speed.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100
+
+
+def label_positions(labels: Any) -> Any:
+    """[batch, seq] bool: position t is kept when it predicts a label (token t+1 is not ignored)."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return keep
+
+
+def label_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any, Any]:
+    """(loss, outputs, number of correct argmax predictions): the mean cross-entropy over label tokens, summed
+    and divided by `num_items_in_batch` when the trainer counts tokens across accumulation steps and ranks."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    keep = label_positions(labels)
+    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
+    targets = labels[:, 1:][keep[:, :-1]]
+    logits = outputs.logits.float()
+    total = F.cross_entropy(logits, targets, reduction="sum")
+    count = targets.numel() if num_items_in_batch is None else num_items_in_batch
+    loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
+    correct = (logits.detach().argmax(-1) == targets).sum()
+    return loss, outputs, correct
+
+
+class LabelOnlyLoss:
+    """A mixin over TRL's SFTTrainer that replaces its compute_loss with `label_only_loss`, keeping what the
+    trainer logs (loss, mean token accuracy) and how the loss is normalized across accumulation steps and ranks."""
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
+        loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch)
+        # As in Trainer.compute_loss: num_items_in_batch counts every rank's tokens, and DDP averages gradients.
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        count = int(outputs.logits.shape[0])
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["mean_token_accuracy"].append(correct.item() / count if count else 0.0)
+        return (loss, outputs) if return_outputs else loss
