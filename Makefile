@@ -1,10 +1,10 @@
 # make demo: set up (venv, install, default model) and fine-tune the sentiment recipe.
-# make test: set up and run the test suite.
+# make test: set up and run the test suite (make test-slow: the slow end-to-end tests, which CI runs too).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/SmolLM2-135M-Instruct
 
-.PHONY: setup model demo test clean
+.PHONY: setup model demo test test-slow compat clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,22 @@ demo: setup model
 
 test: setup model
 	$(VENV)/bin/ruff check llm_tune tests bench
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
+
+# The end-to-end tests of several processes (distributed, resume, export, push); CI runs them after `make test`.
+test-slow: setup model
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow tests
+
+# make compat: a separate venv with every dependency at its declared floor, then a smoke subset of the suite.
+COMPAT := .venv-compat
+compat: model
+	test -x $(COMPAT)/bin/python || python3 -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT)/bin/python -m pip install -q "torch==2.13.0"
+	python3 bench/floors.py > $(COMPAT)/floors.txt
+	$(COMPAT)/bin/python -m pip install -q -c $(COMPAT)/floors.txt -e ".[test]"
+	$(COMPAT)/bin/python -m pip freeze | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets)=="
+	HF_HUB_OFFLINE=1 $(COMPAT)/bin/python -m pytest -q tests/test_recipes.py tests/test_speed.py tests/test_data.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -77,13 +77,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:
-        # The launcher stops the other ranks when this one exits; the traceback alone would not say whose it was.
-        from llm_tune.ranks import world_size
+    except Exception as exc:  # not a user's mistake (those are UserErrors): say so in one line, keep the traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fail([f"llm_tune hit a bug: {type(exc).__name__}: {text}; the traceback is in {_save_traceback()}"
+              " (please report it with that file)"])
+        sys.exit(1)
 
-        if world_size() > 1:
-            fail([f"{type(exc).__name__}: {exc} (traceback below)"])
-        raise
+
+def _save_traceback() -> Path:
+    import tempfile
+    import time
+    import traceback
+
+    from llm_tune.console import rank
+
+    path = Path(tempfile.gettempdir()) / f"llm_tune-bug-{time.strftime('%Y%m%d-%H%M%S')}-rank{rank()}.txt"
+    path.write_text(traceback.format_exc(), encoding="utf-8")
+    return path
 
 
 def _texts(args: argparse.Namespace) -> list[str]:

@@ -3,13 +3,17 @@ each file is written whole or not at all."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_tune.console import is_main_process
 from llm_tune.errors import UserError
 from llm_tune.recipe.loading import load_recipe, resolved_yaml
 from llm_tune.recipe.schema import Recipe
@@ -51,6 +55,41 @@ class RunFolder:
 
     def export(self, merged: bool) -> Path:
         return self.root / "export" / ("merged" if merged else "adapter")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held by the main process while a run lives, on a file beside the folder (the folder itself may be
+        replaced); the kernel releases it when the process ends, killed or not. The file goes when the run ends."""
+        if not is_main_process():
+            yield
+            return
+        path = self.root.parent / f".{self.root.name}.lock"
+        made_parent = not path.parent.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # A run that ended between our open and flock has unlinked the file we hold: look again.
+                held = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except (BlockingIOError, FileNotFoundError):
+                held = False
+            if not held:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(
+                    f"output_dir: {self.root} is in use by a live run ({holder}); wait for it to finish, or choose"
+                    " another output_dir"
+                )
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                path.unlink(missing_ok=True)
+                if made_parent and not any(path.parent.iterdir()):
+                    path.parent.rmdir()  # a run that failed on its input leaves nothing behind
 
     def is_run(self) -> bool:
         return self.recipe_file.is_file()

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several processes: `make test-slow`, run by CI
+
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 CPU_DDP = ROOT / "recipes" / "accelerate" / "cpu-ddp.yaml"

@@ -15,6 +15,8 @@ import yaml
 
 from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several processes: `make test-slow`, run by CI
+
 STRATEGIES = ("lora", "qlora", "full", "frozen")
 TASKS = ("sft", "classification")
 LABELS = ["negative", "positive"]

@@ -14,6 +14,8 @@ import pytest
 from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
 from hub_server import SilentServer, start_hub
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several processes: `make test-slow`, run by CI
+
 TOKEN = "hf_testtoken_4f9a1c"
 
 

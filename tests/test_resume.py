@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ENV, ROOT, base_recipe, run_cli, write_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end runs of several processes: `make test-slow`, run by CI
+
 STEPS = 8  # 20 rows, batch 4: 5 steps an epoch, so the resumed part crosses an epoch boundary
 
 
@@ -132,3 +134,28 @@ def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
     with pytest.raises(UserError, match="not a complete checkpoint"):
         resolve_resume(str(checkpoints / "checkpoint-10"), checkpoints)
     assert resolve_resume("auto", tmp_path / "empty" / "checkpoints") is None
+
+
+def test_a_live_run_holds_its_folder_and_a_changed_recipe_cannot_resume(tmp_path, tiny_model, data_dir, cache):
+    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "held", max_steps=500, save_steps=2)
+    log = tmp_path / "held.log"
+    process = start(recipe, log, cache)
+    wait_for(lambda: "'loss'" in log.read_text(), process, log)
+    second = run_cli(recipe, check=False, env=cache)
+    assert second.returncode == 2, second.stderr
+    assert f"output_dir: {tmp_path / 'held'} is in use by a live run (pid {process.pid})" in second.stderr
+    process.kill()  # the kernel releases the lock of a killed run
+    process.wait(timeout=60)
+    changed = run_cli(recipe, "training.resume=auto", "training.learning_rate=0.5", "training.seed=3", check=False,
+                      env=cache)  # fmt: skip
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "training.resume: training.learning_rate was 0.001 in the checkpointed run, now 0.5" in changed.stderr
+    assert "training.resume: training.seed was 42 in the checkpointed run, now 3" in changed.stderr
+    # What only changes logging, saving or evaluation may differ.
+    from llm_tune.run_folder import RunFolder
+    from llm_tune.train.checkpoints import check_resumable
+
+    saved = RunFolder(tmp_path / "held").read_recipe()
+    later = saved.model_copy(deep=True)
+    later.training.logging_steps, later.training.save_steps, later.training.resume = 7, 1000, "auto"
+    check_resumable(saved, later)

@@ -165,3 +165,50 @@ def test_smollm2_end_to_end_from_its_gguf(tmp_path):
     assert metrics["train_steps"] == 2 and metrics["eval_loss"] < 10
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert "trainable params 4,884,480 / 139,399,488" in done.stdout
+
+
+def test_qlora_counts_its_parameters_as_peft_does(runs, tiny_model):
+    """4-bit weights are stored two values per byte of their storage dtype; the printed total is the real count."""
+    import re
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, stdout = runs["qlora"]
+    trainable, total = (int(n.replace(",", "")) for n in re.search(r"trainable params ([\d,]+) / ([\d,]+)", stdout).groups())
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    assert (trainable, total) == get_peft_model(model, config).get_nb_trainable_parameters()
+
+
+def test_a_user_error_exits_with_its_own_code(monkeypatch, capsys):
+    from llm_tune import cli
+    from llm_tune.errors import UserError
+    from llm_tune.recipe import keys
+
+    class Refused(UserError):
+        exit_code = 7
+
+    def refuse(section):
+        raise Refused("keys: refused")
+
+    monkeypatch.setattr(keys, "key_lines", refuse)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["keys"])
+    assert stop.value.code == 7 and capsys.readouterr().err.strip() == "error: keys: refused"
+
+
+def test_an_unexpected_exception_is_one_line_naming_the_saved_traceback(monkeypatch, capsys):
+    from pathlib import Path as P
+
+    from llm_tune import cli
+    from llm_tune.recipe import keys
+
+    monkeypatch.setattr(keys, "key_lines", lambda section: {}["missing"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["keys"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1
+    assert err[0].startswith("error: llm_tune hit a bug: KeyError: 'missing'; the traceback is in ")
+    saved = P(err[0].split("the traceback is in ")[1].split(" (please")[0])
+    assert "Traceback" in saved.read_text() and "KeyError" in saved.read_text()

@@ -1,0 +1,1 @@
+"""Classification: the sequence and generate heads, label scoring, and the eval and predict commands."""

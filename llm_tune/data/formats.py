@@ -7,6 +7,7 @@ file and line; they stop the run unless the recipe says to skip them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,53 @@ def read_rows(spec: str) -> Dataset:
     from datasets import load_dataset
 
     path = Path(spec)
+    if path.is_file() and not path.read_bytes().strip():
+        raise UserError(f"{spec}: no rows (the file is empty)")
+    if path.suffix in (".jsonl", ".json"):
+        _check_json(path)  # datasets' own message names neither the line nor the problem
     try:
         if path.suffix in DATA_LOADERS:
             return load_dataset(DATA_LOADERS[path.suffix], data_files=str(path), split="train")
         return load_dataset(spec, split="train")
     except Exception as exc:  # datasets raises many types for unreadable files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _innermost(exc)
         raise UserError(f"{spec}: could not read the data: {reason}") from None
+
+
+def _check_json(path: Path) -> None:
+    """A .jsonl file is one JSON object per line, a .json file one list of objects (or an object of columns)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # datasets also reads JSON Lines from a .json file: check it line by line
+        if data is not None and not isinstance(data, (list, dict)):
+            raise UserError(f"{path}: expected a list of rows, got a JSON {type(data).__name__}")
+        if data is not None:
+            return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__} {line[:40]!r}")
+
+
+def _innermost(exc: BaseException) -> str:
+    """The first line of the deepest cause that says something: datasets wraps the parser's error in a generic one."""
+    said = type(exc).__name__
+    while exc is not None:
+        if str(exc).strip():
+            said = str(exc).strip().splitlines()[0]
+        exc = exc.__cause__ or exc.__context__
+    return said
 
 
 def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrainedTokenizerBase) -> Splits:
@@ -53,6 +94,10 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     train_rows = keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
     if cfg.format == "classification" and labels is None:
         labels = sorted({str(label) for label in train_rows[cfg.fields.label]})
+        if len(labels) < 2:
+            raise UserError(
+                f"{cfg.train}: every row has the label {labels[0]!r}; a classifier needs rows of at least two labels"
+            )
     if val_rows is not None:
         val_rows = keep_good_rows(val_rows, cfg, cfg.validation, labels, notes)
     elif cfg.validation_fraction:
@@ -80,6 +125,11 @@ def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) 
         value = row.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing or empty '{key}'"
+        if key not in (names.messages, names.label) and not isinstance(value, str):
+            return f"'{key}' must be text, got {type(value).__name__} {value!r:.40}"
+    extra = row.get(names.input) if cfg.format == "alpaca" else None
+    if extra is not None and not isinstance(extra, str):
+        return f"'{names.input}' must be text, got {type(extra).__name__} {extra!r:.40}"
     if cfg.format == "chat":
         return _chat_problem(row[names.messages])
     if cfg.format == "classification" and labels is not None and str(row[names.label]) not in labels:
@@ -91,8 +141,10 @@ def _chat_problem(messages: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list of {role, content}"
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            return f"message {i}: role must be one of {sorted(_ROLES)}"
+        if not isinstance(message, dict):
+            return f"message {i}: expected {{role, content}}, got {message!r:.40}"
+        if message.get("role") not in _ROLES:
+            return f"message {i}: role {message.get('role')!r} is not one of {sorted(_ROLES)}"
         if not isinstance(message.get("content"), str):
             return f"message {i}: content must be a string"
     if not any(m["role"] == "assistant" for m in messages):

@@ -6,9 +6,12 @@ torch and transformers are imported inside the functions so that `validate` stay
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm_tune.errors import UserError
 from llm_tune.recipe.schema import ModelConfig, QLoraStrategy
 from llm_tune.recipe.sources import ModelSource
 
@@ -48,11 +51,24 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     source = ModelSource.parse(cfg.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(
-        source.folder, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **source.kwargs()
-    )
+    with _unloadable(cfg.name_or_path, "a tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.folder, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **source.kwargs()
+        )
     choose_pad_token(tokenizer)
     return tokenizer
+
+
+@contextmanager
+def _unloadable(name: str, what: str) -> Iterator[None]:
+    """transformers' loading errors on a model's files (OSError, ValueError, KeyError) as one line naming the key:
+    files that are there but are not what they claim (weights of another shape, an architecture transformers has no
+    such head for) are the user's to fix, not a crash."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model.name_or_path: {name} could not be loaded as {what}: {text}") from None
 
 
 def choose_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -111,9 +127,9 @@ def load_model(
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
-        model = AutoModelForSequenceClassification.from_pretrained(source.folder, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(source.folder, **kwargs)
+    auto = AutoModelForSequenceClassification if labels is not None else AutoModelForCausalLM
+    with _unloadable(cfg.name_or_path, auto.__name__):
+        model = auto.from_pretrained(source.folder, **kwargs)
     if source.gguf_file:
         forget_gguf_quantization(model)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -11,9 +11,12 @@ from pathlib import Path
 from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 
+# Files any of which holds a transformers tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    problems = check_model_source(recipe.model) + check_data_paths(recipe.data)
+    problems = check_model_source(recipe.model) + check_data_paths(recipe.data) + check_output_dir(recipe.output_dir)
     strategy, data, training = recipe.strategy, recipe.data, recipe.training
     if recipe.four_bit and importlib.util.find_spec("bitsandbytes") is None:
         problems.append("strategy.kind: qlora needs bitsandbytes; pip install bitsandbytes, or use strategy.kind=lora")
@@ -45,6 +48,8 @@ def check_model_source(cfg: ModelConfig) -> list[str]:
     hint = " (run `make model` to write the default model there)" if default else ""
     if source.is_local and not source.path.exists():
         return [f"model.name_or_path: {source.path} does not exist{hint}"]
+    if source.is_local:
+        return _local_model_problems(source)
     if not source.is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
         if default:
             return [f"model.name_or_path: {cfg.name_or_path} does not exist{hint}"]
@@ -52,6 +57,39 @@ def check_model_source(cfg: ModelConfig) -> list[str]:
             f"model.name_or_path: {cfg.name_or_path!r} is not a local folder or file, and HF_HUB_OFFLINE=1 keeps"
             " the Hub out of reach; give a local path, or unset HF_HUB_OFFLINE to download it"
         ]
+    return []
+
+
+def _local_model_problems(source: ModelSource) -> list[str]:
+    """A local model that cannot load: not a GGUF file, or a folder without a readable config or a tokenizer."""
+    where = f"model.name_or_path: {source.path}"
+    if source.gguf_file:
+        if not source.path.is_file():
+            return [f"{where} is not a file"]
+        with source.path.open("rb") as handle:
+            magic = handle.read(4)
+        return [] if magic == b"GGUF" else [f"{where} is not a GGUF file (it starts with {magic!r}, not b'GGUF')"]
+    if not source.path.is_dir():
+        return [f"{where} is a file; give a transformers model folder or a .gguf file"]
+    config = source.path / "config.json"
+    if not config.is_file():
+        return [f"{where} holds no model (no config.json); give a transformers model folder or a .gguf file"]
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"{where}/config.json is not valid JSON ({str(exc).splitlines()[0]})"]
+    if not any((source.path / name).is_file() for name in TOKENIZER_FILES):
+        return [f"{where} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer with the model"]
+    return []
+
+
+def check_output_dir(output_dir: str) -> list[str]:
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        return [f"output_dir: {output_dir} is a file, not a folder; choose another output_dir"]
+    existing = next((parent for parent in (path, *path.parents) if parent.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        return [f"output_dir: {output_dir} cannot be written ({existing} is read-only); choose another output_dir"]
     return []
 
 

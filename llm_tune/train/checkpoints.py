@@ -14,6 +14,7 @@ from typing import Any
 
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
+from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import read_json, write_json
 
 COMPLETE = "llm_tune-complete.json"
@@ -103,3 +104,23 @@ def completion_marker() -> Any:
             barrier()
 
     return CompletionMarker()
+
+
+# Keys a resumed run may change: they decide what is logged, saved or evaluated, not what is trained.
+RESUMABLE_CHANGES = (
+    "training.resume", "training.logging_steps", "training.save_steps", "training.save_total_limit",
+    "training.report_to", "training.eval_steps", "training.per_device_eval_batch_size", "output_dir", "export",
+)  # fmt: skip
+
+
+def check_resumable(saved: Recipe, recipe: Recipe) -> None:
+    """Refuse to resume with a recipe that would train differently from the one the checkpoints come from."""
+    from llm_tune.recipe.diff import differences
+
+    changed = {key: values for key, values in differences(saved, recipe).items() if not key.startswith(RESUMABLE_CHANGES)}
+    if changed:
+        raise UserError(
+            *(f"training.resume: {key} was {old!r} in the checkpointed run, now {new!r}" for key, (old, new) in changed.items()),
+            "training.resume: resuming would not continue the same training; restore those keys, or start a new run"
+            " (drop training.resume, or choose another output_dir)",
+        )

@@ -14,11 +14,20 @@ from llm_tune.run_folder import RunFolder
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
+    out = RunFolder(Path(recipe.output_dir))
+    with out.lock():  # a second run into the same folder is refused while this one lives
+        return _train(recipe, out)
+
+
+def _train(recipe: Recipe, out: RunFolder) -> dict[str, Any]:
     from llm_tune.train.trainer import build_trainer
 
-    out = RunFolder(Path(recipe.output_dir))
     tokenizer, stock_template = _tokenizer(recipe)
     splits = _data(recipe, tokenizer)
+    if recipe.training.resume is not None and out.is_run():
+        from llm_tune.train.checkpoints import check_resumable
+
+        check_resumable(out.read_recipe(), recipe)
     model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
     trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)

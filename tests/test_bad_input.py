@@ -1,0 +1,237 @@
+"""Bad input, as classes of mistakes: every case runs through `python -m llm_tune` and must end with exit code 2,
+`error:` lines naming the file, key or row (checked by the expected text), no traceback, and nothing written.
+
+The cases run two at a time (one subprocess each) in a session fixture; each test then checks one case."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ENV, ROOT, base_recipe, write_jsonl
+
+
+@dataclass
+class Case:
+    args: list[str]  # after `python -m llm_tune`; {w} is the workspace folder
+    expect: str  # text the error must contain ({w} filled in)
+    files: dict[str, object] = field(default_factory=dict)  # rows (list), YAML (dict), text, bytes or a Path to copy
+
+
+def recipe(tiny: Path, data: Path, **changes) -> dict:
+    """The good recipe with dotted-key changes (a value of None removes the key)."""
+    good = base_recipe(tiny, data, Path("{w}/out"))
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = good
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return good
+
+
+def cases(tiny: Path, data: Path) -> dict[str, Case]:
+    train = ["{w}/r.yaml"]
+    alpaca = {"instruction": "Add 1 and 2.", "output": "3"}
+    review = lambda text, label: {"text": text, "label": label}  # noqa: E731
+    classify = {"task": "classification", "data.format": "classification", "data.train": "{w}/rows.jsonl"}
+    rows = lambda *r: {"rows.jsonl": list(r)}  # noqa: E731
+
+    def run(expect: str, files: dict | None = None, **changes) -> Case:
+        return Case(train, expect, {"r.yaml": recipe(tiny, data, **changes), **(files or {})})
+
+    def data_case(expect: str, rows_file: dict, **changes) -> Case:
+        return run(expect, rows_file, **{"data.train": "{w}/" + next(iter(rows_file)), **changes})
+
+    return {
+        # recipes: encodings, YAML shapes, types, ranges, inherits, overrides
+        "recipe-not-utf8": Case(train, "r.yaml: not UTF-8 text", {"r.yaml": b"model:\n  name_or_path: \xff\xfe\n"}),
+        "recipe-is-a-folder": Case(["{w}"], "a folder, not a recipe file"),
+        "recipe-missing": Case(["{w}/nope.yaml"], "nope.yaml: recipe file not found"),
+        "recipe-bad-yaml": Case(train, "not valid YAML (line", {"r.yaml": "model: [unclosed\n"}),
+        "recipe-a-list": Case(train, "a recipe must be a mapping of keys, got list", {"r.yaml": "- a\n- b\n"}),
+        "recipe-empty": Case(train, "model: required key is missing", {"r.yaml": ""}),
+        "unknown-key": run("training.lerning_rate: unknown key (did you mean 'learning_rate'?)",
+                           **{"training.lerning_rate": 1e-4}),
+        "wrong-type": run("training.max_steps: Input should be a valid integer", **{"training.max_steps": "ten"}),
+        "out-of-range": run("training.learning_rate: Input should be greater than 0", **{"training.learning_rate": -1}),
+        "bad-choice": run("strategy.kind: Input should be 'full', 'frozen', 'lora' or 'qlora' (got 'lorra')",
+                          **{"strategy.kind": "lorra"}),
+        "key-of-another-kind": run("strategy.trainable_layers: a key of strategy kind frozen, not of kind lora",
+                                   **{"strategy.trainable_layers": 2}),
+        "zero-steps": run("training.max_steps must be a positive number of steps", **{"training.max_steps": 0}),
+        "two-validation-sources": run("set data.validation or data.validation_fraction, not both",
+                                      **{"data.validation": str(data / "alpaca_val.jsonl"),
+                                         "data.validation_fraction": 0.1}),
+        "inherits-missing": Case(train, "parent.yaml: recipe file not found", {"r.yaml": "inherits: parent.yaml\n"}),
+        "inherits-circular": Case(train, "circular inheritance",
+                                  {"r.yaml": "inherits: p.yaml\n", "p.yaml": "inherits: r.yaml\n"}),
+        "inherits-not-a-path": Case(train, "inherits: expected a path to a parent recipe",
+                                    {"r.yaml": "inherits: [a, b]\n"}),
+        "override-without-value": Case([*train, "training.learning_rate"], "expected key.path=value",
+                                       {"r.yaml": recipe(tiny, data)}),
+        "override-into-a-value": Case([*train, "training.learning_rate.x=1"], "learning_rate is a value, not a section",
+                                      {"r.yaml": recipe(tiny, data)}),
+        "override-bad-value": Case([*train, "training.seed=abc"], "training.seed: Input should be a valid integer",
+                                   {"r.yaml": recipe(tiny, data)}),
+        "packing-with-sequence-head": run("training.packing: a sequence-classification head",
+                                          **{**classify, "classification.head": "sequence", "training.packing": True},
+                                          files=rows(review("good", "pos"), review("bad", "neg"))),
+        "classification-needs-format": run("data.format: task classification needs data.format: classification",
+                                           task="classification"),
+        "one-label-listed": run("classification.labels: give at least two distinct labels",
+                                **{**classify, "classification.labels": ["pos"]},
+                                files=rows(review("good", "pos"))),
+        "resume-not-a-folder": run("training.resume: {w}/nope is not a checkpoint folder",
+                                   **{"training.resume": "{w}/nope"}),
+        # models: missing, empty folder, broken config, no tokenizer, not a GGUF, wrong architecture
+        "model-missing": run("model.name_or_path: {w}/no-model does not exist", **{"model.name_or_path": "{w}/no-model"}),
+        "model-empty-folder": run("holds no model (no config.json)", {"empty/.keep": ""},
+                                  **{"model.name_or_path": "{w}/empty"}),
+        "model-broken-config": run("config.json is not valid JSON", {"broken/config.json": "{not json"},
+                                   **{"model.name_or_path": "{w}/broken"}),
+        "model-no-tokenizer": run("has no tokenizer", {"notok/config.json": json.dumps({"model_type": "llama"})},
+                                  **{"model.name_or_path": "{w}/notok"}),
+        "model-not-gguf": run("is not a GGUF file", {"m.gguf": b"PK\x03\x04 not a gguf"},
+                              **{"model.name_or_path": "{w}/m.gguf"}),
+        "model-is-a-file": run("is a file; give a transformers model folder", {"weights.bin": b"\x00"},
+                               **{"model.name_or_path": "{w}/weights.bin"}),
+        "model-unknown-architecture": run("could not be loaded as", {**_copy_tokenizer(tiny, "alien"),
+                                          "alien/config.json": json.dumps({"model_type": "nonesuch"})},
+                                          **{"model.name_or_path": "{w}/alien"}),
+        "blocks-outside-the-model": run("strategy.layers_to_transform: [5] outside the model's blocks 0 to 1",
+                                        **{"strategy.layers_to_transform": [5]}),
+        "too-many-frozen-blocks": run("strategy.trainable_layers: 9, but the model has 2 blocks",
+                                      strategy={"kind": "frozen", "trainable_layers": 9}),
+        # data: every format, file types, bad lines, wrong types, empty files, huge rows, labels
+        "data-missing": run("data.train: file not found: {w}/none.jsonl", **{"data.train": "{w}/none.jsonl"}),
+        "data-unsupported-type": run("unsupported file type; use .jsonl, .json, .csv or .parquet",
+                                     {"rows.txt": "a\n"}, **{"data.train": "{w}/rows.txt"}),
+        "data-chat-template-missing": run("data.chat_template: file not found", **{"data.chat_template": "{w}/t.jinja"}),
+        "jsonl-malformed-line": data_case("rows.jsonl:2: not valid JSON",
+                                          {"rows.jsonl": json.dumps(alpaca) + '\n{"instruction": "x", "output": \n'}),
+        "jsonl-not-objects": data_case("rows.jsonl:1: expected a JSON object per line", {"rows.jsonl": "[1, 2]\n"}),
+        "jsonl-not-utf8": data_case("rows.jsonl: not UTF-8 text", {"rows.jsonl": b'{"instruction": "\xff"}\n'}),
+        "json-not-rows": data_case("rows.json: expected a list of rows, got a JSON str", {"rows.json": '"text"'}),
+        "jsonl-empty": data_case("rows.jsonl: no rows (the file is empty)", {"rows.jsonl": ""}),
+        "csv-garbage": data_case("rows.csv", {"rows.csv": b"\x00\x01\x02\xff\xfe"}),
+        "parquet-garbage": data_case("rows.parquet: could not read the data", {"rows.parquet": b"not parquet"}),
+        "alpaca-missing-output": data_case("rows.jsonl:2: missing or empty 'output'",
+                                           rows(alpaca, {"instruction": "x", "output": ""})),
+        "alpaca-output-not-text": data_case("rows.jsonl:1: 'output' must be text, got int",
+                                            rows({"instruction": "x", "output": 5})),
+        "alpaca-wrong-field-names": data_case("rows.jsonl:1: missing or empty 'instruction'",
+                                              rows({"question": "x", "answer": "y"})),
+        "completion-missing-text": data_case("rows.jsonl:1: missing or empty 'text'", rows({"body": "x"}),
+                                             **{"data.format": "completion"}),
+        "chat-unknown-role": data_case("rows.jsonl:1: message 1: role 'bot' is not one of",
+                                       rows({"messages": [{"role": "user", "content": "hi"},
+                                                          {"role": "bot", "content": "hello"}]}),
+                                       **{"data.format": "chat"}),
+        "chat-not-a-list": data_case("rows.jsonl:1: 'messages' must be a non-empty list",
+                                     rows({"messages": "hi"}), **{"data.format": "chat"}),
+        "chat-content-not-text": data_case("rows.jsonl:1: message 0: content must be a string",
+                                           rows({"messages": [{"role": "user", "content": 3}]}),
+                                           **{"data.format": "chat"}),
+        "chat-no-assistant": data_case("rows.jsonl:1: no assistant message to train on",
+                                       rows({"messages": [{"role": "user", "content": "hi"}]}),
+                                       **{"data.format": "chat"}),
+        "classification-one-label": run("every row has the label 'pos'", **classify,
+                                        files=rows(review("good", "pos"), review("fine", "pos"))),
+        "classification-unseen-label": run("val.jsonl:2: label 'neutral' is not one of the labels ['neg', 'pos']",
+                                           **{**classify, "data.validation": "{w}/val.jsonl"},
+                                           files={**rows(review("good", "pos"), review("bad", "neg")),
+                                                  "val.jsonl": [review("ok", "pos"), review("meh", "neutral")]}),
+        "csv-missing-column": data_case("rows.csv:2: missing or empty 'text'", {"rows.csv": "body,label\nx,pos\n"},
+                                        **{"task": "classification", "data.format": "classification"}),
+        "rows-too-long-for-max-length": data_case("no row keeps a trained token after truncation",
+                                                  rows({"instruction": "word " * 300, "output": "3"}),
+                                                  **{"data.max_length": 16}),
+        # output folders
+        "output-dir-is-a-file": run("output_dir: {w}/taken is a file, not a folder", {"taken": "x"},
+                                    output_dir="{w}/taken"),
+        # every subcommand's arguments
+        "eval-not-a-run": Case(["eval", "{w}/x"], "{w}/x: not a run folder"),
+        "predict-not-a-run": Case(["predict", "{w}/x", "--text", "hi"], "{w}/x: not a run folder"),
+        "predict-file-missing": Case(["predict", "{w}/x", "--file", "{w}/none.txt"], "--file: file not found"),
+        "export-not-a-run": Case(["export", "{w}/x"], "{w}/x: run folder not found"),
+        "export-bad-dtype": Case(["export", "{w}/x", "--dtype", "int8"], "--dtype: expected one of"),
+        "push-not-a-run": Case(["push", "{w}", "--repo-id", "me/m"], "neither a run folder"),
+        "push-bad-timeout": Case(["push", "{w}", "--repo-id", "me/m", "--timeout", "0"], "--timeout: must be a positive"),
+        "keys-unknown-section": Case(["keys", "nope"], "keys: no section 'nope'"),
+        "validate-unknown-key": Case(["validate", "{w}/r.yaml"], "modle: unknown key (did you mean 'model'?)",
+                                     {"r.yaml": {"modle": {}, "data": {"train": "x.jsonl"}}}),
+    }
+
+
+def _copy_tokenizer(model: Path, folder: str) -> dict[str, Path]:
+    return {f"{folder}/{name}": model / name for name in ("tokenizer.json", "tokenizer_config.json")}
+
+
+def _write(workspace: Path, files: dict[str, object]) -> None:
+    for name, content in files.items():
+        path = workspace / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copyfile(content, path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, list):
+            write_jsonl(path, content)
+        elif isinstance(content, dict):
+            text = yaml.safe_dump(content).replace("'{w}", f"'{workspace}").replace("{w}", str(workspace))
+            path.write_text(text, encoding="utf-8")
+        else:
+            path.write_text(str(content), encoding="utf-8")
+
+
+def _run(name: str, case: Case, root: Path) -> tuple[Case, subprocess.CompletedProcess, Path]:
+    workspace = root / name
+    workspace.mkdir()
+    _write(workspace, case.files)
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    args = [a.replace("{w}", str(workspace)) for a in case.args]
+    done = subprocess.run([sys.executable, "-m", "llm_tune", *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    after = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    return case, done, workspace if before == after else workspace / "CHANGED"
+
+
+@pytest.fixture(scope="session")
+def results(tiny_model, data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    table = cases(tiny_model, data_dir)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run, name, case, root) for name, case in table.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
+NAMES = list(cases(Path("m"), Path("d")))
+
+
+def test_the_corpus_covers_the_classes():
+    assert len(NAMES) >= 50
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_is_one_clear_error(results, name):
+    case, done, workspace = results[name]
+    expect = case.expect.replace("{w}", str(workspace).removesuffix("/CHANGED"))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert errors and any(expect in line for line in errors), done.stderr[-2000:]
+    assert done.stderr.rstrip().splitlines()[-1].startswith("error:")  # the error is the last thing said
+    assert workspace.name != "CHANGED", "the run wrote into its folder"
+    shutil.rmtree(workspace, ignore_errors=True)
