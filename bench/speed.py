@@ -19,9 +19,9 @@ Columns:
     × peer           tokens/s over the peer's tokens/s on the same rows. Instruct rows tokenize the same
                      in both; sentiment.yaml's short system prompt makes its rows shorter than the peer's
                      (SmolLM2's default one), so compare tokens/s there, not s/step
-    % of bf16 limit  tokens/s x model FLOPs/token / the FLOP/s of a bf16 2048x2048 matmul timed in this run:
-                     what the cores can do in bfloat16, which llm_tune computes in where the CPU has it (the
-                     peer computes in float32; the fp32 matmul is in the JSON). --device cuda: MFU, against
+    % of matmul limit  tokens/s x model FLOPs/token / the FLOP/s of the faster of a bfloat16 and a float32
+                     square matmul timed in this run: what the cores can do at best (bfloat16 where the CPU
+                     computes it natively, which is where llm_tune uses it; float32 elsewhere). --device cuda: MFU, against
                      --peak-tflops. FLOP convention: FLOPS_CONVENTION
 The JSON (--out) holds the machine, the limits, the medians and every run.
 """
@@ -165,18 +165,19 @@ def flops_per_token(cfg: dict[str, Any], kind: str, top: int | None, lm_head: bo
     return 2.0 * n + 2.0 * reached + 2.0 * trained
 
 
-def matmul_flops(dtype: Any, device: str, n: int) -> float:
-    """FLOP/s of an n x n matmul in dtype: the machine's practical ceiling for training's dense layers."""
+def matmul_flops(dtype: Any, device: str, n: int, seconds: float = 2.0) -> float:
+    """FLOP/s of an n x n matmul in dtype: the machine's practical ceiling for training's dense layers. Timed for
+    about `seconds` rather than a fixed count: a CPU without native bfloat16 emulates it ~50x slower."""
     import torch
 
     a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(3):  # warmup: thread pool, oneDNN/cuBLAS kernel choice
-        torch.matmul(a, b)
+    torch.matmul(a, b)  # warmup: thread pool, oneDNN/cuBLAS kernel choice
     sync()
-    reps, started = 20, time.perf_counter()
-    for _ in range(reps):
+    reps, started = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - started < seconds:
         torch.matmul(a, b)
+        reps += 1
     sync()
     return 2.0 * n**3 * reps / (time.perf_counter() - started)
 
@@ -243,11 +244,13 @@ def print_table(rows: list[dict[str, Any]], limit_label: str) -> None:
 
 
 def measure_limits(device: str, peak_tflops: float) -> dict[str, float]:
+    """Matmul FLOP/s in bfloat16 and float32; `best_gflops` is the faster, the ceiling whichever dtype a run picks."""
     import torch
 
     n = 8192 if device == "cuda" else 2048  # 2048 leaves an H100 mostly idle
-    limits = {f"{name}_matmul_gflops": matmul_flops(dtype, device, n) / 1e9
+    limits = {f"{name}_matmul_gflops": matmul_flops(dtype, device, n if name == "fp32" or device == "cuda" else 512) / 1e9
               for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}  # fmt: skip
+    limits["best_gflops"] = max(limits["bf16_matmul_gflops"], limits["fp32_matmul_gflops"])
     if device == "cuda":
         torch.cuda.empty_cache()
         limits["peak_tflops"] = peak_tflops
@@ -299,9 +302,9 @@ def main() -> None:
             for case in (c for c in args.cases if CASES[c][0] == kind):
                 runs.append({**run_case(case, files[kind], args.steps, work, env, extra), "repeat": repeat})
                 print(f"[{repeat}] {case}: {runs[-1]['tokens'] / runs[-1]['seconds']:.1f} tokens/s", flush=True)
-    limit = args.peak_tflops * 1e12 if args.device == "cuda" else limits["bf16_matmul_gflops"] * 1e9
+    limit = args.peak_tflops * 1e12 if args.device == "cuda" else limits["best_gflops"] * 1e9
     summary = summarise(runs, limit)
-    label = f"MFU (of {args.peak_tflops:.0f} TF)" if args.device == "cuda" else "% of bf16 limit"
+    label = f"MFU (of {args.peak_tflops:.0f} TF)" if args.device == "cuda" else "% of matmul limit"
     print(f"\n{args.steps} steps x batch {BATCH}, median of {args.repeats}; bf16 matmul "
           f"{limits['bf16_matmul_gflops']:.0f} GFLOP/s, fp32 {limits['fp32_matmul_gflops']:.0f} GFLOP/s")  # fmt: skip
     print_table(summary, label)
