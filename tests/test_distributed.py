@@ -47,7 +47,7 @@ def test_three_batch_layouts_give_the_same_per_step_losses(tmp_path, tiny_model,
         f"output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2", *SAME_ORDER, env=cache,
     )
     assert two.returncode == 0, two.stdout + two.stderr
-    assert two.stdout.count("[llm_tune] strategy lora") == 1 and two.stdout.count("[llm_tune] saved") == 1
+    assert two.stdout.count("[llm_tune] strategy  lora") == 1 and two.stdout.count("[llm_tune] run folder") == 1
     assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-2" / "rng_state_1.pth").is_file()  # rank 1 existed
 
     layouts = {"2 proc x b=2": tmp_path / "ddp"}

@@ -58,7 +58,7 @@ def test_each_strategy_writes_the_run_folder(runs, kind):
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3]
     assert (out / "recipe.resolved.yaml").is_file()
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
-    assert f"strategy {kind}: trainable params" in stdout
+    assert f"strategy  {kind}: " in stdout and " parameters train (" in stdout
 
 
 def test_validation_data_gives_an_eval_loss(runs):
@@ -164,7 +164,7 @@ def test_smollm2_end_to_end_from_its_gguf(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_steps"] == 2 and metrics["eval_loss"] < 10
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
-    assert "trainable params 4,884,480 / 139,399,488" in done.stdout
+    assert "4,884,480 of 139,399,488 parameters train" in done.stdout
 
 
 def test_qlora_counts_its_parameters_as_peft_does(runs, tiny_model):
@@ -175,7 +175,7 @@ def test_qlora_counts_its_parameters_as_peft_does(runs, tiny_model):
     from transformers import AutoModelForCausalLM
 
     _, stdout = runs["qlora"]
-    trainable, total = (int(n.replace(",", "")) for n in re.search(r"trainable params ([\d,]+) / ([\d,]+)", stdout).groups())
+    trainable, total = (int(n.replace(",", "")) for n in re.search(r"([\d,]+) of ([\d,]+) parameters train", stdout).groups())
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
     assert (trainable, total) == get_peft_model(model, config).get_nb_trainable_parameters()

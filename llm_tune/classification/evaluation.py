@@ -27,9 +27,6 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
 
 def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
     """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
-    import evaluate
-    import numpy as np
-
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.model.loading import mixed_precision
 
@@ -40,15 +37,10 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
         model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, mixed_precision(recipe.model)
     )
     seconds = time.perf_counter() - started
-    predicted = probs.argmax(-1).tolist()
     truth = [labels.index(label) for label in rows["label"]]
-    scores = evaluate.load(str(METRIC_MODULE)).compute(
-        predictions=predicted, references=truth, num_labels=len(labels)
-    )
-    # The cross-entropy of the label probabilities: the sequence head's own loss, the generate head's over labels.
-    loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
-    metrics = {"data": spec, "rows": len(truth), "labels": labels, "loss": loss, **scores,
+    metrics = {"data": spec, "rows": len(truth), "labels": labels, **classification_metrics(probs, truth, labels),
                "rows_per_s": round(len(truth) / seconds, 2)}
+    predicted = probs.argmax(-1).tolist()
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
         for text, t, p, row in zip(rows["text"], truth, predicted, probs)
@@ -59,6 +51,19 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     print(format_report(metrics), flush=True)
     print(f"scored {len(truth)} rows in {seconds:.1f} s ({metrics['rows_per_s']:.1f} rows/s)", flush=True)
     return metrics
+
+
+def classification_metrics(probs: Any, truth: list[int], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision / recall / F1 and the confusion matrix (through `evaluate`, from the
+    metric module shipped here), and `loss`: the cross-entropy of the true labels' probabilities, which is the
+    sequence head's own loss and the generate head's loss over the label set."""
+    import evaluate
+    import numpy as np
+
+    predicted = probs.argmax(-1).tolist()
+    scores = evaluate.load(str(METRIC_MODULE)).compute(predictions=predicted, references=truth, num_labels=len(labels))
+    loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
+    return {"loss": loss, **scores}
 
 
 def format_report(metrics: dict[str, Any]) -> str:

@@ -47,6 +47,18 @@ def mixed_precision(cfg: ModelConfig) -> bool:
     return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and native_bf16())
 
 
+def describe_device(cfg: ModelConfig) -> str:
+    """Where and in what the run computes, in words: `float32 weights, bfloat16 autocast on cpu`."""
+    import torch
+
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+    if mixed_precision(cfg) and cfg.dtype == "auto":
+        return f"float32 weights, bfloat16 autocast on {device}"
+    if cfg.dtype == "auto":
+        return f"float32 on {device} (no native bfloat16 here)"
+    return f"{cfg.dtype} on {device}"
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 

@@ -36,7 +36,8 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 def freeze_all_but_last(model: PreTrainedModel, layers: int, modules: list[str]):
     model.requires_grad_(False)
-    for block in transformer_blocks(model)[-layers:]:
+    blocks = transformer_blocks(model)
+    for block in blocks[len(blocks) - layers :]:  # layers == 0: none (a linear probe); [-0:] would be all
         block.requires_grad_(True)
     wanted = set(modules) | set(HEAD_MODULES)
     for name, module in model.named_modules():

@@ -8,11 +8,23 @@ import json
 import os
 from pathlib import Path
 
+from llm_tune.errors import UserError
 from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 
 # Files any of which holds a transformers tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_checked(recipe_path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """The resolved recipe, after the schema and every cross-field rule; UserError lists each problem."""
+    from llm_tune.recipe.loading import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    problems = check_recipe(recipe)
+    if problems:
+        raise UserError(*(f"{recipe_path}: {p}" for p in problems))
+    return recipe
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
@@ -38,6 +50,35 @@ def check_recipe(recipe: Recipe) -> list[str]:
         problems.append(f"training.resume: {training.resume} is not a checkpoint folder; use auto or a checkpoint path")
     if recipe.classification.labels is not None and len(set(recipe.classification.labels)) < 2:
         problems.append("classification.labels: give at least two distinct labels")
+    if isinstance(strategy, FrozenStrategy) and strategy.trainable_layers == 0 and not strategy.trainable_modules:
+        if not recipe.sequence_head:
+            problems.append(
+                "strategy.trainable_layers: 0 with no strategy.trainable_modules trains nothing; a linear probe needs"
+                " a classification head (classification.head: sequence) or modules to train (e.g. [lm_head])"
+            )
+    return problems + _evaluation_problems(recipe)
+
+
+def _evaluation_problems(recipe: Recipe) -> list[str]:
+    """Evaluation during training needs validation rows; the best-checkpoint keys need evaluations to compare."""
+    training, data = recipe.training, recipe.data
+    problems = []
+    has_validation = data.validation is not None or data.validation_fraction is not None
+    if training.eval_steps is not None and not has_validation:
+        problems.append(
+            f"training.eval_steps: {training.eval_steps}, but there are no validation rows to evaluate;"
+            " set data.validation or data.validation_fraction"
+        )
+    for key in ("early_stopping_patience", "early_stopping_threshold"):
+        value = getattr(training, key)
+        if value is not None and (training.eval_steps is None or not has_validation):
+            problems.append(
+                f"training.{key}: {value} needs evaluations to compare; set training.eval_steps and validation rows"
+                " (data.validation or data.validation_fraction)"
+            )
+    metric = training.metric_for_best_model
+    if metric != "eval_loss" and recipe.task != "classification":
+        problems.append(f"training.metric_for_best_model: {metric} is a classification metric; use eval_loss")
     return problems
 
 

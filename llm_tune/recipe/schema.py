@@ -38,7 +38,10 @@ class FrozenStrategy(Section):
     """Only the last blocks (and named modules) train; every other weight stays bit-identical."""
 
     kind: Literal["frozen"] = Field("frozen", description="frozen: only the last blocks and named modules train")
-    trainable_layers: int = Field(2, ge=1, description="how many final transformer blocks train")
+    trainable_layers: int = Field(
+        2, ge=0, description="how many final transformer blocks train; 0: a linear probe (only the classification"
+        " head, or the trainable_modules, train)"
+    )
     trainable_modules: list[str] = Field(
         [], description="more modules that train, matched by the last part of their name (e.g. norm, lm_head)"
     )
@@ -172,7 +175,26 @@ class TrainingConfig(Section):
     )
     seed: int = Field(42, description="seed of the data order, dropout and new weights")
     logging_steps: int = Field(10, gt=0, description="log the training loss every N steps")
-    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps; null: once, at the end")
+    eval_steps: int | None = Field(
+        None, gt=0, description="evaluate on the validation rows every N steps (classification: accuracy and"
+        " macro-F1 too); null: once, at the end"
+    )
+    metric_for_best_model: Literal["eval_loss", "eval_accuracy", "eval_macro_f1"] = Field(
+        "eval_loss", description="the validation metric that picks the best checkpoint and drives early stopping"
+        " (accuracy and macro-F1: classification runs)"
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after this many evaluations without improvement, and keep the best checkpoint"
+        " as the run's weights; null: train to the end"
+    )
+    early_stopping_threshold: float | None = Field(
+        None, ge=0, description="how much the metric must improve to count as better; set alone, it keeps the best"
+        " checkpoint without stopping early"
+    )
+    layerwise_lr_decay: float | None = Field(
+        None, gt=0, le=1, description="discriminative rates: block i trains at learning_rate x decay^(top - i), the"
+        " embeddings one step below block 0, the head and final norm at learning_rate; null: one rate"
+    )
     save_steps: int = Field(500, gt=0, description="save a resumable checkpoint every N steps")
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; null: all")
     report_to: Literal["tensorboard", "none"] = Field("tensorboard", description="where training logs go")
@@ -183,6 +205,15 @@ class TrainingConfig(Section):
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("training.max_steps must be a positive number of steps, or -1 to use num_train_epochs")
         return self
+
+    @property
+    def keeps_best(self) -> bool:
+        """The best checkpoint (by metric_for_best_model) becomes the run's weights."""
+        return self.early_stopping_patience is not None or self.early_stopping_threshold is not None
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.metric_for_best_model != "eval_loss"
 
 
 class ExportConfig(Section):

@@ -13,13 +13,16 @@ from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
 
 
-def train(recipe: Recipe) -> dict[str, Any]:
+def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
+    """Train the recipe into its output_dir; `callbacks` (TrainerCallbacks) watch the run (a sweep's pruning)."""
     out = RunFolder(Path(recipe.output_dir))
     with out.lock():  # a second run into the same folder is refused while this one lives
-        return _train(recipe, out)
+        return _train(recipe, out, callbacks)
 
 
-def _train(recipe: Recipe, out: RunFolder) -> dict[str, Any]:
+def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, Any]:
+    from llm_tune.train.evaluation import early_stop_summary
+    from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer
 
     tokenizer, stock_template = _tokenizer(recipe)
@@ -31,18 +34,24 @@ def _train(recipe: Recipe, out: RunFolder) -> dict[str, Any]:
     model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
     trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    use_progress(trainer)
     if len(trainer.train_dataset) == 0:
         if not existed and is_main_process():
             shutil.rmtree(out.root, ignore_errors=True)
         raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
 
+    run_summary(recipe, trainer, splits, trainable, total)
     _prepare_output_dir(out, recipe, replacing=existed)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
+    metrics.update(early_stop_summary(trainer, recipe.training))
     classifier_eval = recipe.task == "classification" and recipe.data.validation is not None
-    if splits.validation is not None and not classifier_eval:  # a classifier's eval_loss comes with its metrics
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
+        scores = trainer.evaluate()
+        metrics.update({k: v for k, v in scores.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")})
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     if is_main_process():
         _save_run(trainer, tokenizer, recipe, out, metrics)
@@ -52,6 +61,7 @@ def _train(recipe: Recipe, out: RunFolder) -> dict[str, Any]:
             from llm_tune.export import export_after_training
 
             export_after_training(out.root, recipe)
+        run_ending(out, metrics)
     trainer.accelerator.wait_for_everyone()
     return metrics
 
@@ -104,9 +114,7 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
             say("classification head initialised from the label tokens' LM-head rows")
     gradient_checkpointing = recipe.training.gradient_checkpointing
     model = apply_strategy(model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=gradient_checkpointing)
-    trainable, total = parameter_counts(model)
-    say(f"strategy {recipe.strategy.kind}: trainable params {trainable:,} / {total:,} ({100 * trainable / total:.2f}%)")
-    return model, (trainable, total)
+    return model, parameter_counts(model)
 
 
 def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
@@ -174,5 +182,3 @@ def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metr
     tokenizer.save_pretrained(str(weights))
     trainer.state.save_to_json(str(out.trainer_state))
     out.write_metrics(metrics)
-    say(f"saved {weights} and {out.metrics}")
-    say("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

@@ -22,6 +22,7 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> d
     import torch
 
     from llm_tune.model.loading import mixed_precision
+    from llm_tune.train.evaluation import best_model_arguments
 
     t = recipe.training
     evaluate_every = has_validation and t.eval_steps is not None
@@ -61,6 +62,7 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> d
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+    arguments.update(best_model_arguments(t))
     return arguments
 
 
@@ -87,28 +89,50 @@ def build_trainer(
     splits: Splits,
     run: RunFolder,
 ) -> Trainer:
+    from llm_tune.train.evaluation import label_rows, watch_callbacks
+
     arguments = trainer_arguments(recipe, run, splits.validation is not None)
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
     if recipe.sequence_head:
-        return _classifier_trainer(recipe, model, tokenizer, splits, arguments)
-    train, validation = (_without_label(s) for s in (splits.train, splits.validation))
-    return sft_trainer_class()(
-        model=model, args=sft_config(recipe, arguments), train_dataset=train, eval_dataset=validation,
-        processing_class=tokenizer,
-    )
+        trainer = _classifier_trainer(recipe, model, tokenizer, splits, arguments)
+    else:
+        train, validation = (_without_label(s) for s in (splits.train, splits.validation))
+        trainer = trainer_class(recipe)(
+            model=model, args=sft_config(recipe, arguments), train_dataset=train, eval_dataset=validation,
+            processing_class=tokenizer,
+        )
+    if recipe.task == "classification" and splits.validation is not None:
+        trainer.label_rows = label_rows(recipe, splits.validation)
+    trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
+    for callback in watch_callbacks(recipe.training):
+        trainer.add_callback(callback)
+    return trainer
 
 
-def sft_trainer_class() -> type:
-    """TRL's SFTTrainer; on a CPU with its loss computed only at the label positions (see train/loss.py)."""
+def trainer_class(recipe: Recipe) -> type:
+    """The trainer for the recipe: TRL's SFTTrainer or transformers' Trainer (a sequence head), with llm_tune's
+    mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/evaluation.py)
+    and layer-wise learning rates (train/optimizer.py)."""
     import torch
+    from transformers import Trainer
     from trl import SFTTrainer
 
-    if torch.cuda.is_available():
-        return SFTTrainer  # TRL's fused head already scores only label positions there (Triton tiles)
+    from llm_tune.train.evaluation import ClassifierEvaluation
     from llm_tune.train.loss import LabelOnlyLoss
+    from llm_tune.train.optimizer import LayerwiseRates
 
-    return type("LabelOnlySFTTrainer", (LabelOnlyLoss, SFTTrainer), {})
+    mixins: list[type] = []
+    if recipe.task == "classification":
+        mixins.append(ClassifierEvaluation)
+    if recipe.training.layerwise_lr_decay is not None:
+        mixins.append(LayerwiseRates)
+    if recipe.sequence_head:
+        return type("ClassifierTrainer", (*mixins, Trainer), {})
+    if not torch.cuda.is_available():  # on a GPU, TRL's fused head already scores only label positions (Triton)
+        mixins.append(LabelOnlyLoss)
+    name = "LabelOnlySFTTrainer" if LabelOnlyLoss in mixins else "SFTTrainer"
+    return type(name, (*mixins, SFTTrainer), {}) if mixins else SFTTrainer
 
 
 def _without_label(split: Any) -> Any:
@@ -120,7 +144,7 @@ def _without_label(split: Any) -> Any:
 def _classifier_trainer(
     recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, arguments: dict[str, Any]
 ) -> Trainer:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     from llm_tune.classification.heads import encode_for_classifier
 
@@ -132,7 +156,7 @@ def _classifier_trainer(
         validation = splits.validation.map(
             encode, batched=True, remove_columns=splits.validation.column_names, desc="Tokenizing"
         )
-    return Trainer(
+    return trainer_class(recipe)(
         model=model,
         args=args,
         train_dataset=train,
