@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/SmolLM2-135M-Instruct
+# One process, every value given: accelerate then has no defaults to warn about.
+LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
 .PHONY: setup model demo test test-slow compat clean
 
@@ -11,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel on disk; the project's range keeps it.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,sweep]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,7 +24,7 @@ $(MODEL)/config.json: | $(VENV)/.installed
 model: $(MODEL)/config.json
 
 demo: setup model
-	HF_HUB_OFFLINE=1 $(VENV)/bin/accelerate launch -m llm_tune recipes/sentiment.yaml
+	HF_HUB_OFFLINE=1 $(VENV)/bin/$(LAUNCH) -m llm_tune recipes/sentiment.yaml
 
 test: setup model
 	$(VENV)/bin/ruff check llm_tune tests bench

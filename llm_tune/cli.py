@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm_tune.console import fail, quiet_libraries, say
+from llm_tune.console import fail, quiet_libraries
 from llm_tune.errors import UserError
 
 COMMANDS = ("train", "validate", "keys", "eval", "predict", "sweep", "compare", "fetch-default-model", "export", "push")
@@ -151,7 +151,6 @@ def _train(recipe_path: Path, overrides: list[str]) -> None:
 
     check_launch()  # a launch that cannot train as asked is refused before anything loads
     recipe = load_checked(recipe_path, overrides)
-    say(f"recipe {recipe_path}: {recipe.strategy.kind} on {recipe.model.name_or_path}, output {recipe.output_dir}")
     from llm_tune.train.pipeline import train
 
     train(recipe)

@@ -187,3 +187,18 @@ def test_compare_tables_differing_keys_and_metrics(stopped, tiny_model, data_dir
     assert rows["training.learning_rate"] == ["0.001", "0.005"] and rows["training.max_steps"] == ["20", "2"]
     assert "training.seed" not in rows and {"eval_accuracy", "eval_loss", "train_steps"} <= set(rows)
     assert rows["stopped_early"] == ["True", "False"]
+
+
+def test_gradual_unfreezing_adds_a_block_on_schedule(tiny_model, data_dir, tmp_path):
+    """Block 1 trains from the start; block 0 joins after 2 steps; the embeddings never train."""
+    recipe = base_recipe(tiny_model, data_dir, tmp_path / "run", strategy={"kind": "frozen", "trainable_layers": 1,
+                         "unfreeze_every_steps": 2}, training={"max_steps": 4, "save_steps": 2, "learning_rate": 1e-2})  # fmt: skip
+    done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    assert "step 2: block 0 starts training (2 of 2 blocks)" in done.stdout
+    base = load_file(tiny_model / "model.safetensors")
+    at_2 = load_file(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    final = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    block0 = [k for k in base if ".layers.0." in k]
+    assert block0 and all(torch.equal(base[k], at_2[k]) for k in block0)  # frozen for the first 2 steps
+    assert any(not torch.equal(base[k], final[k]) for k in block0)  # then it trains
+    assert torch.equal(base["model.embed_tokens.weight"], final["model.embed_tokens.weight"])

@@ -45,6 +45,10 @@ class FrozenStrategy(Section):
     trainable_modules: list[str] = Field(
         [], description="more modules that train, matched by the last part of their name (e.g. norm, lm_head)"
     )
+    unfreeze_every_steps: int | None = Field(
+        None, gt=0, description="gradual unfreezing: every N optimizer steps the next block down starts training too,"
+        " until all do (one process only); null: the same blocks train throughout"
+    )
 
 
 class LoraStrategy(Section):

@@ -31,7 +31,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         from llm_tune.train.checkpoints import check_resumable
 
         check_resumable(out.read_recipe(), recipe)
-    model, (trainable, total) = _model(recipe, tokenizer, splits.labels)
+    model, (trainable, total) = _model(recipe, tokenizer, splits.labels, splits.notes)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
     trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
     for callback in callbacks:
@@ -89,15 +89,14 @@ def _data(recipe: Recipe, tokenizer: Any) -> Any:
 
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
-    for note in splits.notes:
-        say(note)
     if classifying:
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
     return splits
 
 
-def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[Any, tuple[int, int]]:
-    """The base model with the strategy applied, and its (trainable, total) parameter counts."""
+def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, notes: list[str]) -> tuple[Any, tuple[int, int]]:
+    """The base model with the strategy applied, and its (trainable, total) parameter counts; what the console
+    should hear about it goes to `notes`."""
     from transformers import set_seed
 
     from llm_tune.classification.heads import init_head_from_label_tokens
@@ -111,7 +110,7 @@ def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None) -> tuple[An
     model = load_model(recipe.model, tokenizer, labels=labels if sequence_head else None, four_bit=recipe.four_bit)
     if sequence_head and recipe.classification.init_head_from_labels:
         if init_head_from_label_tokens(model, tokenizer, labels):
-            say("classification head initialised from the label tokens' LM-head rows")
+            notes.append("classification head initialised from the label tokens' LM-head rows")
     gradient_checkpointing = recipe.training.gradient_checkpointing
     model = apply_strategy(model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=gradient_checkpointing)
     return model, parameter_counts(model)

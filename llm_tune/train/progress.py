@@ -63,6 +63,8 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     say(f"data      {len(splits.train):,} {data.format} rows{head}, {tokens:,} tokens{validation}")
     say(f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
         f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}")
+    for note in splits.notes:  # truncated or skipped rows, the head's initialisation
+        say(note)
 
 
 # What a finished run folder holds, in the order a user looks for it.

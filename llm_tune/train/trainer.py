@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
 
@@ -107,6 +108,16 @@ def build_trainer(
     trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
     for callback in watch_callbacks(recipe.training):
         trainer.add_callback(callback)
+    every = getattr(recipe.strategy, "unfreeze_every_steps", None)
+    if every is not None:
+        from llm_tune.train.unfreezing import UnfreezeOnSchedule
+
+        if trainer.args.world_size > 1:
+            raise UserError(
+                "strategy.unfreeze_every_steps: gradual unfreezing changes which weights train during the run, which"
+                " distributed data parallel cannot follow; train it in one process"
+            )
+        trainer.add_callback(UnfreezeOnSchedule(model, recipe.strategy.trainable_layers, every))
     return trainer
 
 
@@ -121,10 +132,13 @@ def trainer_class(recipe: Recipe) -> type:
     from llm_tune.train.evaluation import ClassifierEvaluation
     from llm_tune.train.loss import LabelOnlyLoss
     from llm_tune.train.optimizer import LayerwiseRates
+    from llm_tune.train.unfreezing import GradualUnfreezing
 
     mixins: list[type] = []
     if recipe.task == "classification":
         mixins.append(ClassifierEvaluation)
+    if getattr(recipe.strategy, "unfreeze_every_steps", None) is not None:
+        mixins.append(GradualUnfreezing)  # before LayerwiseRates: it widens what that one groups
     if recipe.training.layerwise_lr_decay is not None:
         mixins.append(LayerwiseRates)
     if recipe.sequence_head:
