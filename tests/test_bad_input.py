@@ -83,6 +83,8 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
                                        {"r.yaml": recipe(tiny, data)}),
         "override-into-a-value": Case([*train, "training.learning_rate.x=1"], "learning_rate is a value, not a section",
                                       {"r.yaml": recipe(tiny, data)}),
+        "override-text-read-as-mapping": Case([*train, "data.prompt=Review: {text}"], "quote a text that holds ': '",
+                                              {"r.yaml": recipe(tiny, data)}),
         "override-bad-value": Case([*train, "training.seed=abc"], "training.seed: Input should be a valid integer",
                                    {"r.yaml": recipe(tiny, data)}),
         "packing-with-sequence-head": run("training.packing: a sequence-classification head",

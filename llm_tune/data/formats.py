@@ -208,7 +208,8 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
 
 def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if system and messages[0]["role"] != "system":
+    # "" is an empty system turn: the template then adds no default system prompt of its own.
+    if system is not None and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
     return messages
 

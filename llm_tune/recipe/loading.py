@@ -139,6 +139,8 @@ def _describe(err: dict[str, Any]) -> str:
         return message
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    if err["type"] == "string_type" and isinstance(got, dict):
+        shown = " (the value was read as a YAML mapping: quote a text that holds ': ')"
     return f"{where}: {message}{shown}"
 
 

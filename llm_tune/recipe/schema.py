@@ -129,7 +129,10 @@ class DataConfig(Section):
     max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
     train_on_prompt: bool = Field(False, description="false: loss on the completion / assistant turns only")
     skip_bad_rows: bool = Field(False, description="false: an empty or incomplete row stops the run, naming it")
-    system_prompt: str | None = Field(None, description="a system message for every row; null keeps the template's")
+    system_prompt: str | None = Field(
+        None, description="a system message for every row; null keeps the template's default one; '' an empty system"
+        " turn (the fewest tokens per row)"
+    )
     chat_template: str | None = Field(
         None, description="a .jinja chat template with {% generation %} markers, for chat models llm_tune does not know"
     )
