@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
 COMMANDS = (
-    "train", "validate", "keys", "eval", "predict", "report", "fetch-default-model", "export", "push",
+    "train", "validate", "keys", "eval", "predict", "generate", "chat", "report", "fetch-default-model", "export", "push",
 )
 
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--text", action="append", help="a text to classify (repeatable)")
     given.add_argument("--file", type=Path, help="one text per line")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
+    _try_commands(sub)
     report = sub.add_parser("report", help="rebuild RUN_DIR/report.html, or compare several runs on one page")
     report.add_argument("run_dirs", nargs="+", type=Path, metavar="run_dir")
     report.add_argument("--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs:"
@@ -46,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
 
     add_export_commands(sub)
     return parser
+
+
+def _try_commands(sub: Any) -> None:
+    generate = sub.add_parser("generate", help="answers of a trained model (a run or a merged export) to prompts")
+    generate.add_argument("run_dir", type=Path)
+    generate.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    generate.add_argument("--file", type=Path, help="one prompt per line")
+    generate.add_argument("--max-new-tokens", type=int, default=256)
+    generate.add_argument("--compare-base", action="store_true", help="the base model's answer beside each one")
+    chat = sub.add_parser("chat", help="talk to a trained model, turn after turn (Ctrl-D or /exit quits)")
+    chat.add_argument("run_dir", type=Path)
+    chat.add_argument("--max-new-tokens", type=int, default=512, help="per reply")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +84,14 @@ def main(argv: list[str] | None = None) -> None:
             from llm_tune.classification.evaluation import predict_command
 
             predict_command(args.run_dir, _texts(args), args.batch_size)
+        elif args.command == "generate":
+            from llm_tune.generation.commands import generate_command
+
+            generate_command(args.run_dir, _prompts(args), args.max_new_tokens, args.compare_base)
+        elif args.command == "chat":
+            from llm_tune.generation.commands import chat_command
+
+            chat_command(args.run_dir, args.max_new_tokens)
         elif args.command == "report":
             from llm_tune.report.commands import report_command
 
@@ -108,6 +130,13 @@ def _save_traceback() -> Path:
 
 def _texts(args: argparse.Namespace) -> list[str]:
     return args.text or _lines(args.file)
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    prompts = args.prompt + (_lines(args.file) if args.file else [])
+    if not prompts:
+        raise UserError('generate: no prompt; give --prompt "..." (repeatable) or --file FILE (one prompt per line)')
+    return prompts
 
 
 def _lines(path: Path) -> list[str]:
