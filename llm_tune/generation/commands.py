@@ -23,7 +23,7 @@ def generate_command(path: Path, prompts: list[str], max_new_tokens: int, compar
         ids = session.prompt(text)
         print(f">>> {text}", flush=True)
         for who in (session, base) if base else (session,):
-            answer = who.answer(ids, max_new_tokens)
+            answer = who.answer(ids, max_new_tokens) or "(empty answer)"
             print(f"[{who.label}]\n{answer}" if base else answer, flush=True)
         print(flush=True)
 

@@ -160,9 +160,9 @@ def _notes(run: RunData) -> list[str]:
             and run.recipe.data.validation_fraction is None:
         notes.append("No validation data (data.validation): there is no validation loss to plot.")
     if run.classification and run.evaluation is None:
-        notes.append("No eval/metrics.json: run `llm_tune eval RUN_DIR --data FILE` to score the classifier.")
+        notes.append("No eval/metrics.json: run python -m llm_tune eval RUN_DIR --data FILE to score the classifier.")
     if not run.classification and not run.samples:
-        notes.append("No samples.jsonl: this run saved no sample generations; try `llm_tune generate RUN_DIR`.")
+        notes.append("No samples.jsonl: this run saved no sample generations; try python -m llm_tune generate RUN_DIR.")
     if run.environment is None:
         notes.append("No environment.json: the run was trained before llm_tune recorded its environment.")
     return notes

@@ -13,26 +13,45 @@ if TYPE_CHECKING:
 DPI = 110
 WIDTH, HEIGHT = 6.4, 3.6  # inches: every plot the same size, so they pair up in the page's two columns
 TRAIN_COLOR, EVAL_COLOR = "#2563eb", "#ea580c"
+LOG_ABOVE = 20  # a loss axis spanning more than this ratio is drawn logarithmic
 MARKERS_UP_TO = 40  # points per line; above that markers only clutter the line
 
 
 def loss_plot(runs: list[RunData]) -> bytes | None:
-    """Training loss (solid) and validation loss (dashed, dots) per step; None when no run logged a loss."""
+    """Training loss (solid) and validation loss (dashed, dots) per step; None when no run logged a loss.
+    Several runs: one color per run, and a legend of run colors and line styles (not of every line)."""
     if not any(r.train_loss or r.eval_loss or r.final_eval_loss for r in runs):
         return None
     fig, ax = _figure()
+    one = len(runs) == 1
     for index, run in enumerate(runs):
         train, val = _colors(runs, index)
-        prefix = f"{run.name}: " if len(runs) > 1 else ""
-        _line(ax, run.train_loss, train, f"{prefix}training loss", "-")
-        _line(ax, run.eval_loss, val, f"{prefix}validation loss", "--", marker="o")
+        _line(ax, run.train_loss, train, "training loss" if one else None, "-")
+        _line(ax, run.eval_loss, val, "validation loss" if one else None, "--", marker="o")
         if run.final_eval_loss is not None:
             step, value = run.final_eval_loss
             ax.plot([step], [value], marker="D", linestyle="none", color=val, markersize=7,
-                    label=f"{prefix}validation loss (classifier, after training)")
+                    label="validation loss (classifier, after training)" if one else None)
     ax.set(xlabel="step", ylabel="loss", title="Loss")
     _integer_steps(ax)
-    return _png(fig, ax, legend="inside" if len(runs) == 1 else "below")
+    values = [v for r in runs for _, v in r.train_loss + r.eval_loss] + [r.final_eval_loss[1] for r in runs if r.final_eval_loss]
+    if min(values) > 0 and max(values) / min(values) > LOG_ABOVE:
+        ax.set_yscale("log")  # runs of very different losses: a linear axis would flatten all but the highest
+    if one:
+        return _png(fig, ax)
+    return _png(fig, ax, legend="below", handles=_overlay_legend(runs))
+
+
+def _overlay_legend(runs: list[RunData]) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=_colors(runs, i)[0], linewidth=3, label=run.name) for i, run in enumerate(runs)]
+    handles.append(Line2D([], [], color="#6b7280", linestyle="-", label="training"))
+    if any(r.eval_loss for r in runs):
+        handles.append(Line2D([], [], color="#6b7280", linestyle="--", marker="o", label="validation"))
+    if any(r.final_eval_loss for r in runs):
+        handles.append(Line2D([], [], color="#6b7280", linestyle="none", marker="D", label="classifier validation"))
+    return handles
 
 
 def learning_rate_plot(runs: list[RunData]) -> bytes | None:
@@ -116,7 +135,7 @@ def _colors(runs: list[RunData], index: int) -> tuple[str, str]:
     return color, color
 
 
-def _line(ax: Any, series: Series, color: Any, label: str, style: str, marker: str | None = None) -> None:
+def _line(ax: Any, series: Series, color: Any, label: str | None, style: str, marker: str | None = None) -> None:
     if not series:
         return
     steps, values = zip(*series)
@@ -125,19 +144,19 @@ def _line(ax: Any, series: Series, color: Any, label: str, style: str, marker: s
     ax.plot(steps, values, linestyle=style, marker=marker, color=color, label=label, linewidth=1.6, markersize=5)
 
 
-def _png(fig: Any, ax: Any, legend: str | None = "inside", grid: bool = True) -> bytes:
+def _png(fig: Any, ax: Any, legend: str | None = "inside", grid: bool = True, handles: list[Any] | None = None) -> bytes:
     """The figure as PNG bytes. legend: "inside" the axes (where matplotlib finds room), "below" them (several
-    runs: a legend inside would cover their curves), or None."""
+    runs: a legend inside would cover their curves), or None; of `handles`, else of the labelled lines."""
     if grid:
         ax.grid(True, color="#e5e7eb", linewidth=0.8)
         ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    handles, labels = ax.get_legend_handles_labels()
+    handles = handles or ax.get_legend_handles_labels()[0]
     if legend == "inside" and handles:
-        ax.legend(frameon=False, fontsize=9)
+        ax.legend(handles=handles, frameon=False, fontsize=9)
     elif legend == "below" and handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(handles)), frameon=False, fontsize=9)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), frameon=False, fontsize=9)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
