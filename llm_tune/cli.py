@@ -14,7 +14,8 @@ from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
 COMMANDS = (
-    "train", "validate", "keys", "eval", "predict", "generate", "chat", "report", "fetch-default-model", "export", "push",
+    "train", "validate", "keys", "eval", "predict", "generate", "chat", "report", "fetch-default-model", "export",
+    "push",
 )
 
 
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--text", action="append", help="a text to classify (repeatable)")
     given.add_argument("--file", type=Path, help="one text per line")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
-    _try_commands(sub)
+    _generation_commands(sub)
     report = sub.add_parser("report", help="rebuild RUN_DIR/report.html, or compare several runs on one page")
     report.add_argument("run_dirs", nargs="+", type=Path, metavar="run_dir")
     report.add_argument("--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs:"
@@ -50,12 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _try_commands(sub: Any) -> None:
+def _generation_commands(sub: Any) -> None:
     generate = sub.add_parser("generate", help="answers of a trained model (a run or a merged export) to prompts")
     generate.add_argument("run_dir", type=Path)
     generate.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     generate.add_argument("--file", type=Path, help="one prompt per line")
-    generate.add_argument("--max-new-tokens", type=int, default=256)
+    generate.add_argument("--max-new-tokens", type=int, default=256, help="per answer (default 256)")
     generate.add_argument("--compare-base", action="store_true", help="the base model's answer beside each one")
     chat = sub.add_parser("chat", help="talk to a trained model, turn after turn (Ctrl-D or /exit quits)")
     chat.add_argument("run_dir", type=Path)

@@ -155,7 +155,8 @@ def test_a_prompt_renders_as_training_rendered_its_row():
 
     rows = {
         "alpaca": {"instruction": "Name a fruit.", "input": "", "output": "Banana"},
-        "chat": {"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Banana"}]},
+        "chat": {"messages": [{"role": "user", "content": "Name a fruit."},
+                              {"role": "assistant", "content": "Banana"}]},
         "classification": {"text": "Name a fruit.", "label": "yes"},
     }
     for fmt, row in rows.items():

@@ -57,7 +57,8 @@ def test_an_sft_run_writes_a_self_contained_report(runs):
     # The resolved recipe, the metrics, the environment, and the samples made at the end of training.
     assert "Resolved recipe" in html and "strategy:" in html and "train_loss" in html
     environment = json.loads((run / "environment.json").read_text())
-    assert {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "llm_tune"} <= set(environment["versions"])
+    libraries = {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "llm_tune"}
+    assert libraries <= set(environment["versions"])
     assert environment["versions"]["transformers"] in html and environment["device"] in html
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples] == [TRICKY, "Add 1 and 2."] and samples[1]["reference"] == "3"

@@ -49,7 +49,8 @@ class Session:
         """A multi-turn chat, with the recipe's system prompt, up to where the next assistant reply starts."""
         from llm_tune.data.formats import prompt_ids, with_system
 
-        return prompt_ids(self.tokenizer, with_system(messages, self.recipe.data.system_prompt if self.recipe else None))
+        system = self.recipe.data.system_prompt if self.recipe else None
+        return prompt_ids(self.tokenizer, with_system(messages, system))
 
     def answer(self, ids: list[int], max_new_tokens: int, streamer: Any = None) -> str:
         from contextlib import nullcontext
@@ -72,7 +73,8 @@ def locate(path: Path) -> Target:
         _refuse_classifier(path, manifest.get("task"), "RUN_DIR")
         if manifest.get("layout") != "merged":
             raise UserError(
-                f"{path}: an adapter export; give its run folder, or a merged export (`llm_tune export RUN_DIR --merge`)"
+                f"{path}: an adapter export; give its run folder, or a merged export"
+                " (`llm_tune export RUN_DIR --merge`)"
             )
         run = RunFolder(path.parent.parent)  # the default place: RUN_DIR/export/merged
         same = run.is_run() and run.root.resolve().name == manifest.get("run")
@@ -110,7 +112,8 @@ def open_session(target: Target) -> Session:
     # The template training rendered with (a recipe's own .jinja file, less its generation markers).
     tokenizer.chat_template = export_chat_template(tokenizer, recipe)
     model = _on_device(trained.model, four_bit=recipe.four_bit is not None)
-    return Session("fine-tuned", model, tokenizer, recipe, stop_token_ids(tokenizer, recipe), mixed_precision(recipe.model))
+    stop = stop_token_ids(tokenizer, recipe)
+    return Session("fine-tuned", model, tokenizer, recipe, stop, mixed_precision(recipe.model))
 
 
 def _export_session(target: Target) -> Session:

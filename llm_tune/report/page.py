@@ -80,7 +80,8 @@ def _distinct_names(runs: list[RunData]) -> None:
 
 def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
     """{file stem: (title, PNG)} for the plots this run has data for."""
-    figures = {"loss": ("Loss", plots.loss_plot([run])), "learning_rate": ("Learning rate", plots.learning_rate_plot([run]))}
+    figures = {"loss": ("Loss", plots.loss_plot([run])),
+               "learning_rate": ("Learning rate", plots.learning_rate_plot([run]))}
     if run.evaluation is not None:
         figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(run.evaluation))
         figures["per_class_f1"] = ("Per-class F1", plots.f1_plot(run.evaluation))
@@ -140,7 +141,8 @@ def _prediction(row: dict[str, Any]) -> dict[str, Any]:
     text = row["text"] if len(row["text"]) <= TEXT_SHOWN else row["text"][:TEXT_SHOWN] + "…"
     confidence = row.get("probabilities", {}).get(row["prediction"])
     return {"text": text, "label": row["label"], "prediction": row["prediction"],
-            "confidence": f"{confidence:.3f}" if confidence is not None else "", "right": row["label"] == row["prediction"]}
+            "confidence": f"{confidence:.3f}" if confidence is not None else "",
+            "right": row["label"] == row["prediction"]}
 
 
 def _environment_rows(environment: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -34,7 +34,8 @@ def loss_plot(runs: list[RunData]) -> bytes | None:
                     label="validation loss (classifier, after training)" if one else None)
     ax.set(xlabel="step", ylabel="loss", title="Loss")
     _integer_steps(ax)
-    values = [v for r in runs for _, v in r.train_loss + r.eval_loss] + [r.final_eval_loss[1] for r in runs if r.final_eval_loss]
+    values = [v for r in runs for _, v in r.train_loss + r.eval_loss]
+    values += [r.final_eval_loss[1] for r in runs if r.final_eval_loss]
     if min(values) > 0 and max(values) / min(values) > LOG_ABOVE:
         ax.set_yscale("log")  # runs of very different losses: a linear axis would flatten all but the highest
     if one:
@@ -144,7 +145,9 @@ def _line(ax: Any, series: Series, color: Any, label: str | None, style: str, ma
     ax.plot(steps, values, linestyle=style, marker=marker, color=color, label=label, linewidth=1.6, markersize=5)
 
 
-def _png(fig: Any, ax: Any, legend: str | None = "inside", grid: bool = True, handles: list[Any] | None = None) -> bytes:
+def _png(
+    fig: Any, ax: Any, legend: str | None = "inside", grid: bool = True, handles: list[Any] | None = None
+) -> bytes:
     """The figure as PNG bytes. legend: "inside" the axes (where matplotlib finds room), "below" them (several
     runs: a legend inside would cover their curves), or None; of `handles`, else of the labelled lines."""
     if grid:
