@@ -147,13 +147,11 @@ def require_base(target: Target) -> Recipe:
 def base_session(session: Session, target: Target) -> Session:
     """The base model the run started from, asked the same prompts with the same decoding. A LoRA run's base is
     its own model with the adapter disabled; any other base is loaded in full precision (a QLoRA run's too)."""
-    from peft import PeftModel
-
     from llm_tune.model.loading import load_model
 
     recipe = require_base(target)
     label = f"base {recipe.model.name_or_path}"
-    if isinstance(session.model, PeftModel) and recipe.four_bit is None:
+    if target.manifest is None and recipe.adapter and recipe.four_bit is None:  # the run's own PeftModel
         return replace(session, label=label, adapter_off=True)
     say(f"loading the base model {recipe.model.name_or_path}")
     base = load_model(recipe.model, session.tokenizer)
