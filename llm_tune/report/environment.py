@@ -1,0 +1,55 @@
+"""What a run trained on, recorded when it starts (RUN_DIR/environment.json): library versions, device, dtype."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llm_tune import __version__
+from llm_tune.recipe.schema import Recipe
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes")
+
+
+def environment(recipe: Recipe) -> dict[str, Any]:
+    from llm_tune.model.loading import mixed_precision, resolve_dtype
+
+    versions = {"llm_tune": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    dtype = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.") + " weights"
+    if recipe.four_bit is not None:
+        dtype = f"4-bit {recipe.four_bit.bnb_4bit_quant_type} base + {dtype.replace(' weights', ' adapter')}"
+    if mixed_precision(recipe.model):
+        dtype += ", bfloat16 autocast"
+    return {
+        "versions": versions,
+        "device": _device(),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "dtype": dtype,
+        "platform": platform.platform(),
+    }
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count} x {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
