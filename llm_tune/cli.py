@@ -12,7 +12,7 @@ from pathlib import Path
 from llm_tune.console import fail, say
 from llm_tune.errors import UserError
 
-COMMANDS = ("train", "validate", "keys", "eval", "predict", "fetch-default-model", "export", "push")
+COMMANDS = ("train", "validate", "keys", "eval", "predict", "fetch-default-model", "export", "push", "doctor")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("recipe", type=Path)
         cmd.add_argument("overrides", nargs="*", metavar="key.path=value")
+    doctor = sub.add_parser("doctor", help="before training: memory, tokens that train, data risks, time per epoch")
+    doctor.add_argument("recipe", type=Path)
+    doctor.add_argument("overrides", nargs="*", metavar="key.path=value")
+    doctor.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     keys = sub.add_parser("keys", help="every recipe key with its type, default and description")
     keys.add_argument("section", nargs="?", help="one section (model, strategy, data, ...); default: all")
     evaluate = sub.add_parser("eval", help="score a classification run on its validation data or --data")
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             print("\n".join(key_lines(args.section)))
         elif args.command == "train":
             _train(args.recipe, args.overrides)
+        elif args.command == "doctor":
+            _doctor(args.recipe, args.overrides, args.json)
         elif args.command == "eval":
             from llm_tune.classification.evaluation import eval_command
 
@@ -134,3 +140,10 @@ def _train(recipe_path: Path, overrides: list[str]) -> None:
     from llm_tune.train.pipeline import train
 
     train(recipe)
+
+
+def _doctor(recipe_path: Path, overrides: list[str], json_path: Path | None) -> None:
+    recipe = _load_checked(recipe_path, overrides)
+    from llm_tune.doctor import doctor
+
+    doctor(recipe, recipe_path, json_path)
