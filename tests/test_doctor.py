@@ -23,17 +23,18 @@ def _alpaca(a: int) -> dict:
 
 @pytest.fixture(scope="module")
 def risky_run(tiny_model, tmp_path_factory):
-    """An alpaca recipe whose data repeats a row exactly, repeats another up to case and punctuation, and shares
-    a row with validation; doctor's text and JSON report on it."""
+    """An alpaca recipe whose data repeats a row exactly, repeats another up to case and punctuation, shares a row
+    with validation (risks), and has a row whose prompt alone fills max_length (a problem); doctor's text and JSON."""
     d = tmp_path_factory.mktemp("risky")
     rows = [_alpaca(a) for a in range(1, 21)]
     rows.append(dict(rows[0]))  # exact duplicate
     rows.append({**rows[1], "instruction": rows[1]["instruction"].upper().replace(".", " !")})  # near duplicate
+    rows.append({"instruction": "Add: " + " ".join(str(i) for i in range(40)), "input": "", "output": "780"})
     write_jsonl(d / "train.jsonl", rows)
     write_jsonl(d / "val.jsonl", [_alpaca(a) for a in range(40, 43)] + [rows[5]])  # one leaked row
-    recipe = base_recipe(tiny_model, d, d / "run", data={"train": str(d / "train.jsonl"),
-                                                         "validation": str(d / "val.jsonl")})  # fmt: skip
-    done = run_cli("doctor", write_recipe(d / "r.yaml", recipe), "--json", d / "report.json")
+    data = {"train": str(d / "train.jsonl"), "validation": str(d / "val.jsonl"), "max_length": 60}
+    recipe = base_recipe(tiny_model, d, d / "run", data=data)
+    done = run_cli("doctor", write_recipe(d / "r.yaml", recipe), "--json", d / "report.json", check=False)
     return done, json.loads((d / "report.json").read_text()), d
 
 
@@ -47,16 +48,15 @@ def test_doctor_prints_every_section_and_writes_nothing_but_the_json(risky_run):
     assert set(memory["items"]) >= {"weights", "adapter", "optimizer state", "gradients", "activations", "logits"}
     assert memory["peak_bytes"] > memory["items"]["weights"]["bytes"] > 0
     assert report["device"]["device"] == "cpu" and report["device"]["weights_dtype"] == "float32"
-    assert report["tokens"]["train"]["rows"] == 22 and report["tokens"]["train"]["truncated"] == 0
-    assert report["time"]["seconds_per_step"] > 0 and report["time"]["steps_per_epoch"] == 11
-    assert report["errors"] == [] and "doctor: no problems" in done.stdout
+    assert report["tokens"]["train"]["rows"] == 23 and report["tokens"]["train"]["truncated"] == 1
+    assert report["time"]["seconds_per_step"] > 0 and report["time"]["steps_per_epoch"] == 11  # 22 kept rows / 2
 
 
 def test_the_marked_span_is_the_answer_and_its_eos_only(risky_run):
     done, report, _ = risky_run
     first = report["rows"][0]["text"]
     assert first.count("[[") == 1 and first.endswith("<|im_start|>assistant\n[[31<|im_end|>\n]]")
-    assert "[[31<|im_end|>" in done.stdout
+    assert "[[31<|im_end|>\\n]]" in done.stdout  # the trained newline after EOS is shown
     trained = report["trained_tokens"]
     assert trained["pad"]["id"] != trained["eos"]["id"]
     assert trained["answers_checked"] == trained["answers_ending_with_eos"] == 22
@@ -69,20 +69,18 @@ def test_duplicates_and_leakage_are_warnings(risky_run):
     warnings = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
     assert any("1 exact and 1 near-duplicate rows" in w for w in warnings), warnings
     assert any("1 of 4 rows also appear in data.train" in w for w in warnings), warnings
-    assert done.returncode == 0  # risks, not problems
+    assert not any("error" in w for w in warnings)
 
 
-def test_a_row_truncation_leaves_untrained_is_an_error_in_one_line(tiny_model, tmp_path):
-    long = {"instruction": "Add these numbers: " + " ".join(str(i) for i in range(40)), "input": "", "output": "780"}
-    train = write_jsonl(tmp_path / "train.jsonl", [_alpaca(a) for a in range(1, 9)] + [long])
-    recipe = base_recipe(tiny_model, tmp_path, tmp_path / "run", data={"train": str(train), "max_length": 60})
-    done = run_cli("doctor", write_recipe(tmp_path / "r.yaml", recipe), check=False)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+def test_a_row_truncation_leaves_untrained_is_an_error_in_one_line(risky_run):
+    done, report, _ = risky_run
+    assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
-    assert errors[0].startswith("error: data.train: 1 of 9 rows keep no trained token after truncation to"
-                                " data.max_length=60 (row 9: the prompt fills it); raise data.max_length to at least")
-    assert "doctor: 1 problem (below)" in done.stdout and "tokens per row" in done.stdout
+    assert errors[0].startswith("error: data.train: 1 of 23 rows keep no trained token after truncation to"
+                                " data.max_length=60 (row 23: the prompt fills it); raise data.max_length to at least")
+    assert report["errors"] == [errors[0].removeprefix("error: ")]
+    assert "doctor: 1 problem (below), 2 warnings" in done.stdout
 
 
 def test_classification_shows_the_label_balance(tiny_model, tmp_path):
@@ -104,6 +102,7 @@ def test_classification_shows_the_label_balance(tiny_model, tmp_path):
     assert any(line.startswith("warning: data.train: labels are imbalanced: 'positive' has 18") for line in lines)
     assert report["rows"][0]["label"] == "positive" and report["rows"][0]["text"].endswith("]]")
     assert report["memory"]["items"]["adapter"]["bytes"] > 0
+    assert done.returncode == 0 and "doctor: no problems, 1 warning" in done.stdout
 
 
 def _peak_rss_gib(args: list[str]) -> float:

@@ -22,10 +22,10 @@ from llm_tune.run_folder import RunFolder, write_json
 
 
 def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[str, Any]:
+    """Print the report (and write it to json_path); raise UserError listing the problems, if any."""
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 
-    from llm_tune.data.formats import token_lengths
     from llm_tune.train.pipeline import _data, _model, _tokenizer
 
     found = Findings()
@@ -38,22 +38,7 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[st
         "task": recipe.task, "trainable_params": trainable, "total_params": total, "device": device_section(recipe),
     }  # fmt: skip
     rows = tokenized_rows(recipe, model, tokenizer, splits)
-    lengths = {"train": _lengths(recipe, splits.train, tokenizer, token_lengths)}
-    if splits.validation is not None:
-        lengths["validation"] = _lengths(recipe, splits.validation, tokenizer, token_lengths)
-    max_length = recipe.data.max_length
-    report["tokens"] = {split: checks.length_stats(n, max_length) for split, n in lengths.items()}
-    checks.truncation_findings(report["tokens"], found)
-    truncated = {i for i, n in enumerate(lengths["train"]) if n > max_length}
-    report["trained_tokens"] = trained_section(recipe, tokenizer, splits, rows, truncated, found)
-    report["rows"] = [_shown_row(recipe, tokenizer, row, splits) for row in rows[:2]]
-    if splits.labels is not None:
-        train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
-        report["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
-    classifying = recipe.task == "classification" or recipe.data.format == "classification"
-    keys = {name: [checks.row_key(r, classifying) for r in split] if split is not None else None
-            for name, split in (("train", splits.train), ("validation", splits.validation))}  # fmt: skip
-    report["duplicates"] = checks.duplicate_findings(keys["train"], keys["validation"], found)
+    report.update(data_sections(recipe, tokenizer, splits, rows, found))
     report["memory"] = memory_section(recipe, model, rows, runtime, report["device"], found)
     report["time"] = time_section(recipe, model, tokenizer, splits, rows)
     report.update(warnings=found.warnings, errors=found.errors)
@@ -63,6 +48,28 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[st
     if found.errors:
         raise UserError(*found.errors)
     return report
+
+
+def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[str, Any]], found: Findings) -> dict:
+    """Token lengths, trained tokens, two rendered rows, label balance, duplicates and leakage."""
+    from llm_tune.data.formats import token_lengths
+
+    max_length = recipe.data.max_length
+    lengths = {name: _lengths(recipe, split, tokenizer, token_lengths)
+               for name, split in (("train", splits.train), ("validation", splits.validation)) if split is not None}  # fmt: skip
+    sections: dict[str, Any] = {"tokens": {split: checks.length_stats(n, max_length) for split, n in lengths.items()}}
+    checks.truncation_findings(sections["tokens"], found)
+    truncated = {i for i, n in enumerate(lengths["train"]) if n > max_length}
+    sections["trained_tokens"] = trained_section(recipe, tokenizer, splits, rows, truncated, found)
+    sections["rows"] = [_shown_row(recipe, tokenizer, row, splits) for row in rows[:2]]
+    if splits.labels is not None:
+        train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
+        sections["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
+    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    keys = {name: [checks.row_key(r, classifying) for r in split] if split is not None else None
+            for name, split in (("train", splits.train), ("validation", splits.validation))}  # fmt: skip
+    sections["duplicates"] = checks.duplicate_findings(keys["train"], keys["validation"], found)
+    return sections
 
 
 def resident_bytes() -> int:
@@ -210,6 +217,7 @@ def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runti
     step = StepShape(
         batch=batch, tokens=tokens, label_positions=labels, reached_blocks=reached,
         gradient_checkpointing=recipe.training.gradient_checkpointing, compute_bytes=device["compute_bytes"],
+        autocast=device["compute"] == "bfloat16 autocast" and recipe.four_bit is None,
         lm_head=not recipe.sequence_head, device=device["device"],
     )  # fmt: skip
     items = estimate_memory(tally, step, runtime if device["device"] == "cpu" else 0)

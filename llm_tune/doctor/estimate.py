@@ -1,12 +1,16 @@
 """The memory a training step needs, itemised: what the loaded model holds, and what one step of the recipe's
 batch adds on top.
 
-The weights, adapter, optimizer and gradient terms are counted from the loaded model's own tensors (so every dtype,
-LoRA's extra matrices and QLoRA's packed 4-bit storage are what they really are). Activations and logits follow the
-recipe's batch, the longest row it will pad to and the blocks the gradient reaches; their per-value factors were
-calibrated by measurement: peak resident memory (os.wait4's ru_maxrss) of short real `python -m llm_tune` runs of
-SmolLM2-135M on a CPU in float32, batch 1 to 8, 256 to 512 tokens, mostly-prompt and all-answer rows
-(tests/test_doctor.py checks two shipped recipes against it, within 30%).
+The weights, adapter, optimizer and gradient terms are counted from the loaded model's own tensors after the trainer
+is built (so every dtype, LoRA's matrices, QLoRA's packed 4-bit storage and TRL's bfloat16 QLoRA adapters are what
+they really are). Activations and logits follow the recipe's batch, the longest row it will pad to and the blocks
+the gradient reaches. Their factors were calibrated by measurement, the peak resident memory (os.wait4's
+ru_maxrss) of short real `python -m llm_tune` runs of SmolLM2-135M on a 2-core CPU in float32: LoRA at batch 1 to 8
+x 256 tokens, 2 x 512 and 4 x 481 (mostly prompt, or every token trained), full with and without gradient
+checkpointing, frozen, QLoRA and the sentiment classifier at batch 8 and 32; every estimate came within 5% of its
+run but the sentiment one (+7%). bfloat16 autocast (no native bfloat16 on that CPU) was checked against
+bench/results/speed-cpu.json's LoRA run: 4.61 GiB estimated for 4.73 measured. tests/test_doctor.py checks two
+shipped recipes against real runs, within 30%.
 """
 
 from __future__ import annotations
@@ -17,22 +21,24 @@ from typing import Any
 GIB = 2**30
 
 # Activations kept for the backward pass, per token, per block the gradient reaches, in values per hidden unit
-# (times the compute dtype's bytes). Counting a Llama block's saved tensors gives about 26 (two RMSNorms ~3 each,
-# q/k/v/o, RoPE's rotated q and k, sdpa's q/k/v/out, the MLP's gate, up, SiLU and product at 2.7x hidden), and each
-# LoRA-adapted linear keeps its output too (~9 more). Measured on SmolLM2 (hidden 576, intermediate 1536, float32):
-# 2.3 MiB per token over 30 blocks with LoRA on all linear layers, i.e. 35 values per hidden unit; full and frozen
-# blocks measured 28. Other models scale by hidden size and depth; a wider MLP than SmolLM2's 2.7x keeps more.
+# (times the compute dtype's bytes). Counting a Llama block's saved tensors gives about 23 (two RMSNorms ~2 each,
+# q/k/v, RoPE's rotated q and k, sdpa's output, o_proj's input, the residuals, and the MLP's gate, up, SiLU and
+# product at 2.7x hidden each); a LoRA-adapted linear also keeps its adapter's output and the sum (~12 more with all
+# seven adapted). Measured on SmolLM2 (hidden 576, intermediate 1536, float32): 2.3 MiB per token over 30 blocks
+# with LoRA on every linear layer, 35 values per hidden unit; full and frozen blocks 25. Other models scale by
+# hidden size and depth; an MLP wider than SmolLM2's 2.7x hidden keeps more.
 ACTIVATION_VALUES_LORA = 35.0
 ACTIVATION_VALUES_PLAIN = 25.0
 # With gradient checkpointing each block keeps only its input; the block being recomputed holds the full set.
 CHECKPOINTED_VALUES = 1.0
 
-# The loss at a label position needs the logits over the vocabulary: the fp32 logits, the log-softmax that
+# The loss at a label position needs the logits over the vocabulary: the float32 logits, the log-softmax that
 # cross-entropy keeps for the backward, and its gradient are alive together, 3 x 4 bytes per vocabulary entry
-# (measured: 12.2 bytes on SmolLM2). Under bfloat16 autocast the LM head's bf16 output comes on top.
+# (measured: 12.2 bytes on SmolLM2, from the difference between training on every token and on the answer only).
+# Under bfloat16 autocast the LM head's bfloat16 output comes on top (2 bytes).
 LOGIT_COPIES = 3
 # On a GPU TRL's fused LM head projects the label positions in tiles of 4096 tokens x 32768 vocabulary entries
-# (trl/kernels/chunked_logprob.py) and never holds the whole [positions, vocab] logits.
+# (trl/kernels/chunked_logprob.py) and never holds the whole [positions, vocab] logits. Not measured: no GPU here.
 GPU_LOGIT_TILE = (4096, 32768)
 
 
@@ -46,6 +52,7 @@ class StepShape:
     reached_blocks: int  # blocks the gradient flows through (the lowest trainable one and everything above)
     gradient_checkpointing: bool
     compute_bytes: int  # 2 under bfloat16 autocast or bfloat16 weights, 4 in float32
+    autocast: bool  # float32 weights computed under bfloat16 autocast
     lm_head: bool  # a causal LM's loss (False: a sequence-classification head, a few logits per row)
     device: str
 
@@ -159,7 +166,7 @@ def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> d
         "activations": _item(activations, f"{how} x {s.compute_bytes} bytes"),
         "logits": _logits(t, s),
     }  # fmt: skip
-    if s.compute_bytes == 2 and t.trainable_element_bytes == 4:
+    if s.autocast:
         # Autocast casts each float32 weight to bfloat16 per call, and autograd keeps the cast for the input gradient.
         items["autocast copies"] = _item(
             2 * t.reached_linear_params, f"{t.reached_linear_params / 1e6:.1f}M reached linear weights x 2 bytes"
