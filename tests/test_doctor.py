@@ -105,6 +105,26 @@ def test_classification_shows_the_label_balance(tiny_model, tmp_path):
     assert done.returncode == 0 and "doctor: no problems, 1 warning" in done.stdout
 
 
+def test_an_answer_without_eos_and_a_label_without_rows_are_problems():
+    """The two checks the runs above cannot reach with a shipped template and labels found in the data."""
+    from transformers import AutoTokenizer
+
+    from llm_tune.doctor.checks import Findings, eos_findings, label_findings
+
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
+    tokenizer.pad_token = "<|endoftext|>"
+    ids = tokenizer("<|im_start|>assistant\nhello<|im_end|>\n")["input_ids"]
+    labels = [-100 if token != "hello" else i for i, token in zip(ids, tokenizer.convert_ids_to_tokens(ids))]
+    assert sum(label != -100 for label in labels) == 1  # "hello" trains, its <|im_end|> does not
+    found = Findings()
+    section = eos_findings(tokenizer, [{"row": 0, "input_ids": ids, "labels": labels}], set(), found)
+    assert section["answers_checked"] == 1 and section["answers_ending_with_eos"] == 0
+    assert found.errors[0].startswith("data.train: 1 of 1 answers do not end with a trained EOS '<|im_end|>' (rows 1)")
+    label_findings(["a", "a", "b"], ["c"], ["a", "b", "c"], found)
+    assert found.errors[1] == ("data.train: no training row has the label 'c' (validation has some); add rows of it,"
+                               " or drop it from classification.labels")
+
+
 def _peak_rss_gib(args: list[str]) -> float:
     """Peak resident memory of `python -m llm_tune ARGS` (os.wait4's ru_maxrss, as bench/speed.py measures it)."""
     proc = subprocess.Popen([sys.executable, "-m", "llm_tune", *args], cwd=ROOT, env=ENV,

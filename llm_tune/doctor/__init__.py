@@ -52,10 +52,8 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[st
 
 def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[str, Any]], found: Findings) -> dict:
     """Token lengths, trained tokens, two rendered rows, label balance, duplicates and leakage."""
-    from llm_tune.data.formats import token_lengths
-
     max_length = recipe.data.max_length
-    lengths = {name: _lengths(recipe, split, tokenizer, token_lengths)
+    lengths = {name: _lengths(recipe, split, tokenizer)
                for name, split in (("train", splits.train), ("validation", splits.validation)) if split is not None}  # fmt: skip
     sections: dict[str, Any] = {"tokens": {split: checks.length_stats(n, max_length) for split, n in lengths.items()}}
     checks.truncation_findings(sections["tokens"], found)
@@ -147,12 +145,12 @@ def tokenized_rows(recipe: Recipe, model: Any, tokenizer: Any, splits: Any) -> l
     return [{"row": r, "input_ids": ids, "labels": lab} for r, ids, lab in zip(order, data["input_ids"], labels)]
 
 
-def _lengths(recipe: Recipe, split: Any, tokenizer: Any, token_lengths: Any) -> list[int]:
-    """Tokens per row before truncation; a sequence head reads the prompt alone."""
+def _lengths(recipe: Recipe, split: Any, tokenizer: Any) -> list[int]:
+    """Tokens per row before truncation, as TRL counts them; a sequence head reads the prompt alone."""
+    from llm_tune.data.formats import prompt_ids, token_lengths
+
     if not recipe.sequence_head:
         return token_lengths(split, tokenizer)
-    from llm_tune.data.formats import prompt_ids
-
     return [len(prompt_ids(tokenizer, prompt)) for prompt in split["prompt"]]
 
 

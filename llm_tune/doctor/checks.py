@@ -115,7 +115,7 @@ def eos_findings(
             checked += 1
             if row["input_ids"][last] == eos:
                 ended += 1
-            elif len(missing) < EXAMPLES:
+            elif len(missing) < EXAMPLES and row["row"] + 1 not in missing:
                 missing.append(row["row"] + 1)
     section.update(answers_checked=checked, answers_ending_with_eos=ended)
     if checked > ended:
