@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("recipe", type=Path)
         cmd.add_argument("overrides", nargs="*", metavar="key.path=value")
+    doctor = sub.add_parser("doctor", help="before training: memory, tokens that train, data risks, time per epoch")
+    doctor.add_argument("recipe", type=Path)
+    doctor.add_argument("overrides", nargs="*", metavar="key.path=value")
+    doctor.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     keys = sub.add_parser("keys", help="every recipe key with its type, default and description")
     keys.add_argument("section", nargs="?", help="one section (model, strategy, data, ...); default: all")
     evaluate = sub.add_parser("eval", help="score a classification run on its validation data or --data")
@@ -119,6 +123,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "report": lambda a: _lazy("llm_tune.report.commands", "report_command")(a.run_dirs, a.out),
     "sweep": lambda a: _lazy("llm_tune.sweep", "sweep_command")(a.recipe, a.overrides, a.vary, a.search, a.trials, a.seed),
     "compare": lambda a: _lazy("llm_tune.sweep.compare", "compare_command")(a.run_dirs),
+    "doctor": lambda a: _lazy("llm_tune.doctor", "doctor_command")(a.recipe, a.overrides, a.json),
     "fetch-default-model": lambda a: _lazy("llm_tune.model.default", "fetch_default_model")(a.out),
     "export": lambda a: _lazy("llm_tune.export.commands", "run_export_command")(a),
     "push": lambda a: _lazy("llm_tune.export.commands", "run_export_command")(a),
@@ -174,3 +179,4 @@ def _train(recipe_path: Path, overrides: list[str]) -> None:
     from llm_tune.train.pipeline import train
 
     train(recipe)
+

@@ -27,14 +27,14 @@ def _trainer(tiny_model: Path, data_dir: Path, tmp_path: Path, fmt: str, **extra
     from llm_tune.data.formats import load_splits
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy
-    from llm_tune.train.pipeline import _tokenizer
+    from llm_tune.train.pipeline import training_tokenizer
     from llm_tune.train.trainer import build_trainer
 
     file, sections = FORMATS[fmt]
     raw = base_recipe(tiny_model, data_dir, tmp_path / "run", **sections, **extra)
     raw["data"].update(train=str(data_dir / file), format=fmt)
     recipe = Recipe.model_validate(raw)
-    tokenizer, _ = _tokenizer(recipe)
+    tokenizer, _ = training_tokenizer(recipe)
     splits = load_splits(recipe.data, None, tokenizer)
     torch.manual_seed(0)
     model = load_model(recipe.model, tokenizer)

@@ -25,13 +25,13 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer
 
-    tokenizer, stock_template = _tokenizer(recipe)
-    splits = _data(recipe, tokenizer)
+    tokenizer, stock_template = training_tokenizer(recipe)
+    splits = training_data(recipe, tokenizer)
     if recipe.training.resume is not None and out.is_run():
         from llm_tune.train.checkpoints import check_resumable
 
         check_resumable(out.read_recipe(), recipe)
-    model, (trainable, total) = _model(recipe, tokenizer, splits.labels, splits.notes)
+    model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
     trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
     for callback in callbacks:
@@ -67,7 +67,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     return metrics
 
 
-def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
+def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
     """The tokenizer to train with (a chat template with generation markers for assistant-only loss), and
     its stock chat template."""
     from llm_tune.data.chat_templates import training_chat_template
@@ -85,7 +85,7 @@ def _tokenizer(recipe: Recipe) -> tuple[Any, Any]:
     return tokenizer, stock_template
 
 
-def _data(recipe: Recipe, tokenizer: Any) -> Any:
+def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
@@ -95,7 +95,7 @@ def _data(recipe: Recipe, tokenizer: Any) -> Any:
     return splits
 
 
-def _model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, notes: list[str]) -> tuple[Any, tuple[int, int]]:
+def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, notes: list[str]) -> tuple[Any, tuple[int, int]]:
     """The base model with the strategy applied, and its (trainable, total) parameter counts; what the console
     should hear about it goes to `notes`."""
     from transformers import set_seed

@@ -1,0 +1,124 @@
+"""The doctor's report as console text: one titled section per check, numbers aligned, warnings last."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_tune.doctor.checks import marked
+from llm_tune.doctor.estimate import GIB
+from llm_tune.doctor.timing import duration
+
+
+def report_lines(r: dict[str, Any]) -> list[str]:
+    lines = [f"llm_tune doctor: {r['recipe']}", f"  model     {r['model']}",
+             f"  strategy  {r['strategy']}: {r['trainable_params']:,} trainable of {r['total_params']:,} params"
+             f" ({100 * r['trainable_params'] / max(r['total_params'], 1):.2f}%)"]  # fmt: skip
+    sections = (_device, _memory, _tokens, _trained, _labels if "labels" in r else None, _duplicates, _rows, _time)
+    for section in filter(None, sections):
+        lines += ["", *section(r)]
+    if r["warnings"]:
+        lines += ["", *(f"warning: {w}" for w in r["warnings"])]
+    problems = len(r["errors"])
+    verdict = f"{problems} problem{'s' * (problems != 1)} (below)" if problems else "no problems"
+    lines += ["", f"doctor: {verdict}, {len(r['warnings'])} warning{'s' * (len(r['warnings']) != 1)}"]
+    return lines
+
+
+def _device(r: dict[str, Any]) -> list[str]:
+    d = r["device"]
+    return ["device and dtype", f"  device    {d['device']} ({d['name']})", f"  weights   {d['base']}",
+            f"  compute   {d['compute']} ({d['why']})"]  # fmt: skip
+
+
+def _memory(r: dict[str, Any]) -> list[str]:
+    m, d = r["memory"], r["device"]
+    s = m["step"]
+    where = "resident memory" if d["device"] == "cpu" else "GPU memory; the CUDA context comes on top"
+    unit, size = ("GiB", GIB) if m["peak_bytes"] >= GIB else ("MiB", 2**20)
+    lines = [f"memory estimate (peak of a step: batch {s['batch']} x {s['tokens']} tokens, gradient through"
+             f" {s['reached_blocks']} of {m['blocks']} blocks; {where})"]  # fmt: skip
+    for name, item in m["items"].items():
+        lines.append(f"  {name:<16} {item['bytes'] / size:>8.2f} {unit}   {item['how']}")
+    lines.append(f"  {'peak':<16} {m['peak_bytes'] / size:>8.2f} {unit}   of {d['memory_total'] / GIB:.1f} GiB"
+                 f" ({d['memory_available'] / GIB:.1f} GiB available now)")  # fmt: skip
+    lines.append(f"  {'':<16} {'':>12}   peak = {m['peak_rule']}")
+    return lines
+
+
+def _tokens(r: dict[str, Any]) -> list[str]:
+    stats = r["tokens"]
+    max_length = next(iter(stats.values()))["max_length"]
+    lines = [f"tokens per row (as the trainer tokenizes them; data.max_length {max_length})",
+             f"  {'split':<11} {'rows':>6} {'min':>6} {'median':>7} {'p95':>6} {'max':>6} {'truncated':>10}"]  # fmt: skip
+    for split, s in stats.items():
+        lines.append(f"  {split:<11} {s['rows']:>6} {s['min']:>6} {s['median']:>7g} {s['p95']:>6} {s['max']:>6}"
+                     f" {s['truncated']:>10}")  # fmt: skip
+    return lines
+
+
+def _trained(r: dict[str, Any]) -> list[str]:
+    t = r["trained_tokens"]
+    pad, eos = t["pad"], t["eos"]
+    same = "the same as" if pad["id"] == eos["id"] else "not"
+    lines = ["trained tokens", f"  pad       {pad['token']} (id {pad['id']}), {same} EOS {eos['token']} (id {eos['id']})"]
+    if "answers_checked" in t and "trained_per_row" in t:
+        lines.append(f"  EOS       trained at the end of {t['answers_ending_with_eos']} of {t['answers_checked']}"
+                     " answers (rows max_length keeps whole)")  # fmt: skip
+        lines.append(f"  trained   {t['trained_per_row']['mean']:.1f} tokens per row on average;"
+                     f" {t['truncated_rows_losing_eos']} truncated rows lose their end,"
+                     f" {t['dropped_rows']} keep no trained token")  # fmt: skip
+    else:
+        lines.append(f"  answers   {t['answers']}")
+    return lines
+
+
+def _labels(r: dict[str, Any]) -> list[str]:
+    splits = r["labels"]
+    width = max(len(label) for label in splits["train"]) + 2
+    head = "".join(f"{split:>18}" for split in splits)
+    lines = ["label balance", f"  {'label':<{width}}{head}"]
+    for label in splits["train"]:
+        cells = ""
+        for counts in splits.values():
+            share = 100 * counts[label] / max(sum(counts.values()), 1)
+            cells += f"{counts[label]:>10} ({share:4.1f}%)"
+        lines.append(f"  {label:<{width}}{cells}")
+    return lines
+
+
+def _duplicates(r: dict[str, Any]) -> list[str]:
+    d = r["duplicates"]
+    lines = ["duplicates (near: the same text up to case, punctuation and spacing)"]
+    for split in ("train", "validation"):
+        if split in d:
+            s = d[split]
+            lines.append(f"  {split:<11} exact {s['exact_duplicates']:>5}   near {s['near_duplicates']:>5}"
+                         f"   conflicting labels {s['conflicting_labels']:>4}")  # fmt: skip
+    if "train_validation_overlap" in d:
+        lines.append(f"  leakage     {d['train_validation_overlap']} validation rows also in train")
+    return lines
+
+
+def _rows(r: dict[str, Any]) -> list[str]:
+    lines = ["two training rows ([[...]] marks the tokens that train)" if "label" not in (r["rows"] or [{}])[0]
+             else "two training rows ([[...]] marks the token the classifier head reads)"]  # fmt: skip
+    for row in r["rows"]:
+        label = f" -> label {row['label']!r}" if "label" in row else ""
+        lines.append(f"  row {row['row']}{label}:")
+        text = marked([tuple(piece) for piece in row["segments"]], visible_newlines=True).rstrip("\n")
+        lines += [f"    {line}" for line in text.split("\n")]
+    return lines
+
+
+def _time(r: dict[str, Any]) -> list[str]:
+    t = r["time"]
+    if t is None:
+        return ["time      not measured: no row keeps a trained token"]
+    return [
+        f"time (measured: {t['steps']} optimizer steps on {t['sampled_rows']} sampled rows, one process; the first"
+        " step warms up and is not timed)",
+        f"  per step   {t['seconds_per_step']:>8.2f} s    ({t['tokens_per_s']:.0f} non-padding tokens/s)",
+        f"  per epoch  {duration(t['epoch_seconds']):>10}    ({t['steps_per_epoch']} step{'s' * (t['steps_per_epoch'] != 1)}, {t['epoch_tokens']:,} tokens)",
+        f"  this run   {duration(t['run_seconds']):>10}    ({t['run']})",
+    ]
+
