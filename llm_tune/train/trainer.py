@@ -110,7 +110,7 @@ def build_trainer(
         trainer.add_callback(callback)
     every = getattr(recipe.strategy, "unfreeze_every_steps", None)
     if every is not None:
-        from llm_tune.train.unfreezing import UnfreezeOnSchedule
+        from llm_tune.train.layers import UnfreezeOnSchedule
 
         if trainer.args.world_size > 1:
             raise UserError(
@@ -124,15 +124,14 @@ def build_trainer(
 def trainer_class(recipe: Recipe) -> type:
     """The trainer for the recipe: TRL's SFTTrainer or transformers' Trainer (a sequence head), with llm_tune's
     mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/evaluation.py)
-    and layer-wise learning rates (train/optimizer.py)."""
+    layer-wise learning rates and gradual unfreezing (train/layers.py)."""
     import torch
     from transformers import Trainer
     from trl import SFTTrainer
 
     from llm_tune.train.evaluation import ClassifierEvaluation
+    from llm_tune.train.layers import GradualUnfreezing, LayerwiseRates
     from llm_tune.train.loss import LabelOnlyLoss
-    from llm_tune.train.optimizer import LayerwiseRates
-    from llm_tune.train.unfreezing import GradualUnfreezing
 
     mixins: list[type] = []
     if recipe.task == "classification":

@@ -1,18 +1,24 @@
-"""Discriminative (layer-wise) learning rates: block i trains at learning_rate x decay^(top - i), through the
-trainer's documented optimizer hook (`create_optimizer`), so the trainer's scheduler, clipping and resume apply as
-usual: the scheduler scales every group's rate by the same factor, keeping their ratios."""
+"""Which blocks train, and at what rate: discriminative (layer-wise) learning rates, where block i trains at
+learning_rate x decay^(top - i), and gradual unfreezing (ULMFiT), where a frozen-layers run starts with its top
+`trainable_layers` blocks and every `unfreeze_every_steps` optimizer steps the next block down joins them.
+
+Both go through the trainer's documented optimizer hook (`create_optimizer`), so its scheduler, clipping and
+checkpoints serve unchanged: the scheduler scales every group's rate by the same factor, keeping their ratios; the
+unfreezing optimizer holds every block from the start (a block with no gradient yet is skipped by AdamW, weight decay
+included), and which blocks train follows from the step, so resume is exact."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from transformers import TrainerCallback
+
 from llm_tune.console import say
+from llm_tune.model.strategies import transformer_blocks
 
 
 def layer_of_parameter(model: Any) -> dict[int, int]:
     """{id(parameter): its block's index}; the input embeddings count as block -1 (below block 0)."""
-    from llm_tune.model.strategies import transformer_blocks
-
     layer = {id(p): -1 for p in model.get_input_embeddings().parameters()}
     for index, block in enumerate(transformer_blocks(model)):
         layer.update({id(p): index for p in block.parameters()})
@@ -70,3 +76,39 @@ class LayerwiseRates:
         if self.is_world_process_zero():
             say(f"layer-wise learning rates (decay {self.layerwise_lr_decay}): {describe(opt_model, groups)}")
         return self.optimizer
+
+
+def unfrozen_blocks(step: int, trainable_layers: int, every: int, blocks: int) -> int:
+    """How many top blocks train once `step` optimizer steps are done."""
+    return min(blocks, trainable_layers + step // every)
+
+
+class GradualUnfreezing:
+    """A trainer mixin: the optimizer is built over every block, not only those that train at step 0."""
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        blocks = transformer_blocks(self.model if model is None else model)
+        frozen = [p for block in blocks for p in block.parameters() if not p.requires_grad]
+        for param in frozen:
+            param.requires_grad_(True)
+        try:
+            return super().create_optimizer(model)
+        finally:
+            for param in frozen:
+                param.requires_grad_(False)
+
+
+class UnfreezeOnSchedule(TrainerCallback):
+    def __init__(self, model: Any, trainable_layers: int, every: int) -> None:
+        self.blocks = transformer_blocks(model)
+        self.trainable_layers, self.every = trainable_layers, every
+        self.training = trainable_layers
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        wanted = unfrozen_blocks(state.global_step, self.trainable_layers, self.every, len(self.blocks))
+        while self.training < wanted:  # also catches up at once after a resume
+            index = len(self.blocks) - self.training - 1
+            self.blocks[index].requires_grad_(True)
+            self.training += 1
+            if state.is_world_process_zero:
+                say(f"step {state.global_step}: block {index} starts training ({self.training} of {len(self.blocks)} blocks)")
