@@ -106,13 +106,28 @@ def _reload_and_compare(folder: Path, run: Path, base: Path) -> dict:
     }
 
 
+def _check_file(path: Path, kind: str) -> None:
+    """What llama.cpp reads: the architecture, a pre-tokenizer name it knows, the tensors' types."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # llama.cpp's name for GPT-2's split
+    assert reader.fields["tokenizer.chat_template"].contents().startswith("{% for message in messages %}")
+    matrix = {"f32": "F32", "q8_0": "Q8_0"}[kind]
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert "output.weight" not in types  # tied: llama.cpp reuses token_embd
+    assert all(types[n] == ("F32" if n.endswith("norm.weight") else matrix) for n in types), types
+
+
 def _check_export(folder: Path, kind: str) -> tuple[str, dict]:
     name = f"tiny-chat-{kind}.gguf"
     names = {p.name for p in folder.iterdir()}
     assert names == {name, "README.md", "verification.json", "export.json"}
     manifest = json.loads((folder / "export.json").read_text())
     assert manifest["files"] == sorted(names) and manifest["layout"] == "gguf" and manifest["gguf_type"] == kind
-    assert (folder / name).read_bytes()[:4] == b"GGUF"
+    _check_file(folder / name, kind)
     report = json.loads((folder / "verification.json").read_text())
     gate = report["checks"][report["gate"]["check"]]
     assert report["gate"]["check"] == f"gguf_{kind}_vs_merged" and report["gate"]["dtype"] == kind

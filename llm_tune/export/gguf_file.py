@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 ARCHITECTURES = ("llama",)
 WHERE = "export --format gguf"
 # How the tokenizer splits text before its merges (tokenizer.json's pre-tokenizer steps) -> llama.cpp's name
-# for the same split (tokenizer.ggml.pre). SmolLM2's GGUF-born tokenizer is the plain GPT-2 split; the Hub's
-# SmolLM tokenizers put single digits apart first, which llama.cpp calls smollm.
-PRE_TOKENIZERS = {("ByteLevel",): "gpt2", ("Digits", "ByteLevel"): "smollm"}
+# for the same split (tokenizer.ggml.pre; llama.cpp refuses a file whose name it does not know). SmolLM2's
+# GGUF-born tokenizer is the plain GPT-2 split; the Hub's SmolLM tokenizers put single digits apart first,
+# which llama.cpp calls smollm.
+PRE_TOKENIZERS = {("ByteLevel",): "gpt-2", ("Digits", "ByteLevel"): "smollm"}
 
 
 def check_convertible(job: Job) -> None:
