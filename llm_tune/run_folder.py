@@ -74,6 +74,11 @@ class RunFolder:
     def export(self, merged: bool) -> Path:
         return self.root / "export" / ("merged" if merged else "adapter")
 
+    @property
+    def gguf_export(self) -> Path:
+        """Where `export --format gguf` puts its .gguf file, model card and reports."""
+        return self.root / "export" / "gguf"
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Held by the main process while a run lives, on a file beside the folder (the folder itself may be

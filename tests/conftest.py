@@ -54,12 +54,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (random weights) with SmolLM2's tokenizer and chat template."""
+def build_tiny_model(out: Path, seed: int = 0, tokenizer=None) -> Path:
+    """A 2-layer Llama (random weights) with SmolLM2's tokenizer and chat template, or with `tokenizer`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(SMOLLM2)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

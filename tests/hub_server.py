@@ -1,7 +1,7 @@
 """A small stand-in for the Hugging Face Hub on 127.0.0.1, standard library only.
 
 It speaks the part of the HTTP API that huggingface_hub uses for create_repo, create_branch and
-upload_folder (preupload answers "lfs" for *.safetensors, uploaded through the LFS batch API, and
+upload_folder (preupload answers "lfs" for *.safetensors and *.gguf, uploaded through the LFS batch API, and
 "regular" for the rest, which arrives base64 in the commit's NDJSON body), and for
 downloads (resolve/, model info, tree listings), enough for from_pretrained. Also a server that accepts
 connections and never answers, for timeout tests.
@@ -151,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         # Weights go through the LFS protocol, as on the Hub; everything else inline in the commit.
-        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
+        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".gguf")) else "regular",
                   "shouldIgnore": False} for f in body["files"]]
         self._send(200, {"files": files, "commitOid": self.state.repos[repo]["sha"].get(rev, "0" * 40)})
 

@@ -1,9 +1,10 @@
 """`llm_tune export RUN_DIR`: the run's model as a folder that plain transformers / peft code loads.
 
-Two layouts: an adapter folder (PEFT files + tokenizer) and a merged folder (a standard transformers model).
-Full and frozen runs always give the merged layout. Every export is verified against the model as trained
-(verify) and is written into a hidden staging folder that is renamed into place only when complete,
-so a failed export never leaves a folder that looks finished.
+Three layouts: an adapter folder (PEFT files + tokenizer), a merged folder (a standard transformers model) and,
+with --format gguf, a folder holding the merged model as one GGUF file for llama.cpp (gguf_file). Full and
+frozen runs always give a merged layout. Every export is verified against the model as trained (verify) and is
+written into a hidden staging folder that is renamed into place only when complete, so a failed export never
+leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -49,12 +50,18 @@ def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recip
         raise UserError(f"{run_dir}: run folder not found")
     recipe = recipe or RunFolder(run_dir).read_recipe()
     job = Job(run_dir, recipe, options or export_options(recipe))
-    if job.options.merge is False and not job.adapter and job.options.out is None:
+    if job.is_gguf:
+        from llm_tune.export.gguf_file import check_convertible
+
+        check_convertible(job)
+    elif job.options.merge is False and not job.adapter and job.options.out is None:
         say(f"strategy {recipe.strategy.kind} has no adapter: exporting the whole model")
-    out = Path(job.options.out) if job.options.out else job.run.export(job.merged)
+    out = job.out
     with staging(out) as tmp:
         _reference(job)
-        if job.merged:
+        if job.is_gguf:
+            _export_gguf(job, tmp)
+        elif job.merged:
             _export_merged(job, tmp)
         else:
             _export_adapter(job, tmp)
@@ -152,6 +159,11 @@ def _export_merged(job: Job, tmp: Path) -> None:
     exported = outputs(job, reloaded)
     del reloaded
     gc.collect()
+    _gate_merge(job, exported, gate_reference)
+
+
+def _gate_merge(job: Job, exported: verify.Outputs, gate_reference: verify.Outputs | None) -> None:
+    """The merged model's outputs against what the merge must reproduce, in the export dtype's tolerance."""
     if gate_reference is not None:
         # qlora merged into the original base: the merge itself is checked against the adapter on that same
         # base, and the drift from the trained (4-bit) model is reported, not gated.
@@ -170,6 +182,41 @@ def _export_merged(job: Job, tmp: Path) -> None:
         _gate(job, result, job.dtype, max(verify.TOLERANCE[job.dtype], 2 * noise))
     else:
         _gate(job, check(job, "merged_vs_trained", exported), coarsest(job.dtype, trained_dtype(job.recipe)))
+
+
+def _export_gguf(job: Job, tmp: Path) -> None:
+    """Merge in float32, gate the merge as for a merged folder, write the GGUF, then load it back with plain
+    transformers and gate it against the merged model, within its type's tolerance, and its tokenizer against
+    the run's."""
+    from llm_tune.export.files import export_chat_template, stop_token_ids
+    from llm_tune.export.gguf_file import gguf_file_name, load_gguf, write_gguf
+    from llm_tune.export.merge import build_merged
+
+    model, gate_reference = build_merged(job)
+    merged = outputs(job, model)
+    _gate_merge(job, merged, gate_reference)
+    path = tmp / gguf_file_name(job)
+    write_gguf(model, job, path)
+    del model
+    gc.collect()
+    say(f"wrote {path.name} ({path.stat().st_size / 2**20:.1f} MiB); loading it back with transformers")
+    reloaded, tokenizer = load_gguf(path)
+    exported = outputs(job, reloaded)
+    del reloaded
+    gc.collect()
+    kind = job.options.gguf_type
+    check(job, "gguf_vs_trained", exported)
+    result = check(job, f"gguf_{kind}_vs_merged", exported, merged)
+    _gate(job, result, kind, verify.GGUF_TOLERANCE[kind])
+    job.tokenizer_check = verify.tokenizer_round_trip(
+        job.tokenizer, tokenizer, job.prompts, export_chat_template(job.tokenizer, job.recipe)
+    )
+    say("verify tokenizer round trip: " + verify.describe_tokenizer(job.tokenizer_check))
+    if not job.tokenizer_check["ok"]:
+        raise ExportFailed("export verification failed: against the run's tokenizer, the GGUF's"
+                           f" {verify.describe_tokenizer(job.tokenizer_check)}; no export was written")
+    stop = [job.tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(job.tokenizer, job.recipe)]
+    job.gguf = {"file": path.name, "type": kind, "bytes": path.stat().st_size, "stop_tokens": stop}
 
 
 def _gate(job: Job, result: dict[str, Any], dtype: str, tolerance: float | None = None) -> None:
@@ -214,11 +261,14 @@ def _finish(job: Job, tmp: Path, out: Path) -> None:
     report = {"dtype": job.dtype, "prompts": len(job.prompts), "gate": job.gate, "checks": job.checks}
     if job.recipe.four_bit and job.merged:
         report["qlora_merge_base"] = job.options.qlora_merge_base
+    if job.gguf:
+        report |= {"gguf_type": job.gguf["type"], "gguf_file": job.gguf["file"], "tokenizer": job.tokenizer_check}
     write_json(tmp / VERIFICATION, report)
-    write_model_card(tmp, job.recipe, job.options, merged=job.merged, report=report, run_dir=job.run_dir)
+    write_model_card(tmp, job.recipe, job.options, merged=job.merged, report=report, run_dir=job.run_dir, gguf=job.gguf)
     manifest = {
         "llm_tune_version": __version__,
-        "layout": "merged" if job.merged else "adapter",
+        "format": job.options.format,
+        "layout": "gguf" if job.gguf else "merged" if job.merged else "adapter",
         "strategy": job.recipe.strategy.kind,
         "task": job.recipe.task,
         "sequence_classifier": job.classifier,
@@ -226,6 +276,8 @@ def _finish(job: Job, tmp: Path, out: Path) -> None:
         "run": job.run_dir.resolve().name,  # the name only: an export may be published
         "files": sorted({p.name for p in tmp.iterdir()} | {MANIFEST}),
     }
+    if job.gguf:
+        manifest |= {"gguf_type": job.gguf["type"], "gguf_file": job.gguf["file"]}
     write_json(tmp / MANIFEST, manifest)
 
 

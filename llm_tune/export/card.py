@@ -19,23 +19,34 @@ HERE = "path/to/this/folder"  # the loading code's placeholder: this folder, or 
 
 
 def write_model_card(
-    folder: Path, recipe: Recipe, options: ExportConfig, *, merged: bool, report: dict[str, Any], run_dir: Path
+    folder: Path,
+    recipe: Recipe,
+    options: ExportConfig,
+    *,
+    merged: bool,
+    report: dict[str, Any],
+    run_dir: Path,
+    gguf: dict[str, Any] | None = None,
 ) -> None:
     from huggingface_hub import ModelCard
 
+    if gguf:
+        usage = running_gguf(gguf)
+    else:
+        usage = "## How to load it\n\n```python\n" + loading_code(recipe, options, merged) + "```"
     sections = [
-        "---\n" + card_metadata(recipe, options, merged).to_yaml() + "\n---",
-        _summary(recipe, options, merged),
+        "---\n" + card_metadata(recipe, options, merged, gguf).to_yaml() + "\n---",
+        _summary(recipe, options, merged, gguf),
         _training(recipe),
         _metrics(run_dir),
         _verification(report),
-        "## How to load it\n\n```python\n" + loading_code(recipe, options, merged) + "```",
+        usage,
     ]
     card = ModelCard("\n\n".join(s for s in sections if s) + "\n")
     write_text_atomic(folder / "README.md", str(card))
 
 
-def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> Any:
+def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dict[str, Any] | None = None) -> Any:
     """The Hub's front matter (huggingface_hub's ModelCardData, so the Hub reads it as it writes it)."""
     from huggingface_hub import ModelCardData
 
@@ -44,10 +55,12 @@ def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool) -> Any:
         tags.append("lora")
     elif recipe.adapter:
         tags.append("merged")
+    if gguf:
+        tags += ["gguf", gguf["type"]]
     return ModelCardData(
         license=options.license or _base_license(recipe) or "other",
         base_model=hub_base_id(recipe, options),
-        library_name="transformers" if merged else "peft",
+        library_name="gguf" if gguf else "transformers" if merged else "peft",
         tags=list(dict.fromkeys(tags)),
         pipeline_tag="text-classification" if recipe.sequence_head else "text-generation",
     )
@@ -74,9 +87,12 @@ def _base_license(recipe: Recipe) -> str | None:
         return None
 
 
-def _summary(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
+def _summary(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dict[str, Any] | None) -> str:
     base = hub_base_id(recipe, options) or recipe.model.name_or_path
     layout = "a standard transformers model folder" if merged else "a PEFT adapter folder"
+    if gguf:
+        layout = (f"one GGUF file for llama.cpp, Ollama and LM Studio, `{gguf['file']}` ({gguf['type']},"
+                  f" {gguf['bytes'] / 2**20:.1f} MiB), holding the tokenizer and the chat template training used")
     if merged and recipe.four_bit:
         layout += f" (adapter merged into the {options.qlora_merge_base} base)"
     elif merged and recipe.adapter:
@@ -108,7 +124,8 @@ def _metrics(run_dir: Path) -> str:
 def _verification(report: dict[str, Any]) -> str:
     lines = [
         "## Export verification\n",
-        f"{report['prompts']} prompts run through the model as trained and through this export ({report['dtype']}):\n",
+        f"{report['prompts']} prompts run through the model as trained and through this export"
+        f" ({report.get('gguf_type') or report['dtype']}):\n",
         "| check | max abs logit diff | greedy token agreement | exact |",
         "|---|---|---|---|",
     ]
@@ -126,7 +143,52 @@ def _verification(report: dict[str, Any]) -> str:
     gate = report.get("gate") or {}
     if gate:
         lines.append(f"\nGate: `{gate['check']}` within the {gate['dtype']} tolerance {gate['tolerance']:.4g}.")
+    if report.get("tokenizer"):
+        from llm_tune.export.verify import describe_tokenizer
+
+        lines.append(f"\nTokenizer round trip, the file's tokenizer against the run's: {describe_tokenizer(report['tokenizer'])}.")
     return "\n".join(lines)
+
+
+def running_gguf(gguf: dict[str, Any]) -> str:
+    """How to run the file: llama.cpp, Ollama, and transformers (which verified it)."""
+    name = gguf["file"]
+    model = name.removesuffix(".gguf").lower()
+    modelfile = "\n".join([f"FROM ./{name}", *(f'PARAMETER stop "{token}"' for token in gguf["stop_tokens"])])
+    return "\n".join([
+        "## How to run it\n",
+        "llama.cpp (`--jinja` renders the chat template stored in the file, the one training used):\n",
+        "```bash",
+        f"llama-cli -m {name} --jinja -cnv",
+        f"llama-server -m {name} --jinja --port 8080   # OpenAI-compatible API",
+        "```\n",
+        "Ollama: save these lines as `Modelfile` beside the file (Ollama takes the chat template from the file; the"
+        " stop lines are the tokens training ended its answers with):\n",
+        "```",
+        modelfile,
+        "```\n",
+        "```bash",
+        f"ollama create {model} -f Modelfile",
+        f"ollama run {model}",
+        "```\n",
+        "transformers (how this export was verified):\n",
+        "```python",
+        gguf_loading_code(gguf) + "```",
+    ])
+
+
+def gguf_loading_code(gguf: dict[str, Any]) -> str:
+    lines = [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f'tokenizer = AutoTokenizer.from_pretrained("{HERE}", gguf_file="{gguf["file"]}")',
+        f'model = AutoModelForCausalLM.from_pretrained("{HERE}", gguf_file="{gguf["file"]}")',
+        'messages = [{"role": "user", "content": "Hello!"}]',
+        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+        f"stop = tokenizer.convert_tokens_to_ids({gguf['stop_tokens']!r})  # where training ended its answers",
+        "output = model.generate(**inputs, max_new_tokens=128, eos_token_id=stop)",
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:

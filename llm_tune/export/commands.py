@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from llm_tune.errors import UserError
+from llm_tune.recipe.schema import ExportConfig
 
 DTYPES = ("bfloat16", "float16", "float32")
 QLORA_BASES = ("dequantized", "original")
+# The recipe schema's own choices, so the command line and `export:` accept the same values.
+FORMATS = get_args(ExportConfig.model_fields["format"].annotation)
+GGUF_TYPES = get_args(ExportConfig.model_fields["gguf_type"].annotation)
 
 
 def add_export_commands(sub: Any) -> None:
-    export = sub.add_parser("export", help="export a run as an adapter or merged model folder, verified")
+    export = sub.add_parser("export", help="export a run as an adapter, a merged model folder or a GGUF, verified")
     export.add_argument("run_dir", type=Path)
-    export.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export/adapter or .../merged)")
+    export.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export/adapter, .../merged or .../gguf)")
+    export.add_argument("--format", help="safetensors (default: the recipe's export.format) or gguf (llama.cpp, Ollama)")
+    export.add_argument("--gguf-type", help="--format gguf: f32, f16 (default), bf16 or q8_0")
     export.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                         help="merge the adapter into the base (default: the recipe's export.merge, else no)")
     # Checked by hand, not by argparse choices, so a mistake is one `error:` line like every other.
@@ -45,6 +51,8 @@ def run_export_command(args: argparse.Namespace) -> None:
         export_command(
             args.run_dir,
             out=str(args.out) if args.out else None,
+            format=_choice("--format", args.format, FORMATS),
+            gguf_type=_choice("--gguf-type", args.gguf_type, GGUF_TYPES),
             merge=args.merge,
             dtype=_choice("--dtype", args.dtype, DTYPES),
             qlora_merge_base=_choice("--qlora-base", args.qlora_base, QLORA_BASES),

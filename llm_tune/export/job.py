@@ -36,6 +36,8 @@ class Job:
     checks: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)  # which check decides, and its tolerance
     cast_reference: verify.Outputs | None = None  # the trained model cast to the export dtype
+    tokenizer_check: dict[str, Any] | None = None  # GGUF: the file's tokenizer against the run's
+    gguf: dict[str, Any] | None = None  # GGUF: the file written (name, type, bytes, stop tokens)
 
     @property
     def run(self) -> RunFolder:
@@ -51,7 +53,18 @@ class Job:
 
     @property
     def merged(self) -> bool:
-        return self.options.merge or not self.adapter
+        return self.options.merge or not self.adapter or self.is_gguf
+
+    @property
+    def is_gguf(self) -> bool:
+        """A GGUF file (always of the merged model) rather than a transformers folder."""
+        return self.options.format == "gguf"
+
+    @property
+    def out(self) -> Path:
+        if self.options.out:
+            return Path(self.options.out)
+        return self.run.gguf_export if self.is_gguf else self.run.export(self.merged)
 
     @property
     def dtype(self) -> str:
@@ -76,13 +89,27 @@ def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
     """The recipe's export section (or the defaults) with the command line's choices on top."""
     from pydantic import ValidationError
 
+    given = {key: value for key, value in given.items() if value is not None}
     base = (recipe.export or ExportConfig()).model_dump()
-    base.update({key: value for key, value in given.items() if value is not None})
+    if given.get("format") == "gguf":
+        base["dtype"] = None  # the recipe's safetensors dtype; a GGUF's weights take gguf_type
     try:
-        return ExportConfig.model_validate(base)
+        options = ExportConfig.model_validate(base | given)
     except ValidationError as exc:
         problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
         raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
+    if options.format != "gguf" and "gguf_type" in given:
+        raise UserError(f"--gguf-type: applies to --format gguf, and this export is {options.format}; add --format gguf")
+    if options.format == "gguf":
+        not_gguf = {
+            "merge": ("--merge / --no-merge", "a GGUF always holds the merged model"),
+            "dtype": ("--dtype", "a GGUF's weights take --gguf-type"),
+            "max_shard_size": ("--max-shard-size", "a GGUF is one file"),
+        }
+        for key, (flag, why) in not_gguf.items():
+            if key in given:
+                raise UserError(f"{flag}: not for --format gguf ({why})")
+    return options
 
 
 def training_arithmetic(model: Any) -> Any:

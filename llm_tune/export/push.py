@@ -34,7 +34,7 @@ def export_folder_for(path: Path, merged: bool) -> Path:
     if (path / MANIFEST).is_file():
         layout = read_json(path / MANIFEST).get("layout")
         if merged and layout != "merged":
-            raise UserError(f"{path}: is an {layout} export, not a merged one; drop --merged or export with --merge")
+            raise UserError(f"{path}: holds a {layout!r} export, not a merged one; drop --merged or export with --merge")
         return path
     run = RunFolder(path)
     if not run.is_run():
@@ -44,7 +44,8 @@ def export_folder_for(path: Path, merged: bool) -> Path:
     folder = run.export(merged)
     if not (folder / MANIFEST).is_file():
         say(f"{folder} does not exist yet: exporting first")
-        export_run(path, export_options(recipe, merge=merged, out=None), recipe)
+        # A run folder pushes its transformers export; a GGUF export is pushed by its own folder.
+        export_run(path, export_options(recipe, merge=merged, out=None, format="safetensors"), recipe)
     return folder
 
 

@@ -44,6 +44,14 @@ def check_recipe(recipe: Recipe) -> list[str]:
         )
     if recipe.task == "classification" and data.format != "classification":
         problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
+    if recipe.export and recipe.export.format == "gguf":
+        if recipe.sequence_head:
+            problems.append(
+                "export.format: gguf has no place for a sequence-classification head; use export.format: safetensors,"
+                " or classification.head: generate"
+            )
+        if recipe.export.dtype is not None:
+            problems.append("export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type")
     if training.packing and recipe.sequence_head:
         problems.append("training.packing: a sequence-classification head scores whole rows; set packing: false")
     if training.resume not in (None, "auto") and not Path(training.resume).is_dir():

@@ -226,10 +226,22 @@ class TrainingConfig(Section):
 class ExportConfig(Section):
     """What `llm_tune export` does, run at the end of training when the section is present."""
 
+    format: Literal["safetensors", "gguf"] = Field(
+        "safetensors",
+        description="safetensors: an adapter or merged transformers folder; gguf: the merged model as one .gguf file"
+        " for llama.cpp, Ollama and LM Studio (llama architecture), in OUTPUT_DIR/export/gguf",
+    )
+    gguf_type: Literal["f32", "f16", "bf16", "q8_0"] = Field(
+        "f16",
+        description="format gguf: the type of the weight matrices (norms stay f32); q8_0: 8-bit blocks, about half"
+        " the size of f16",
+    )
     merge: bool = Field(False, description="lora/qlora: false gives a PEFT adapter folder, true merges into the base")
-    out: str | None = Field(None, description="export folder; null: OUTPUT_DIR/export/adapter or OUTPUT_DIR/export/merged")
+    out: str | None = Field(
+        None, description="export folder; null: OUTPUT_DIR/export/adapter, OUTPUT_DIR/export/merged or OUTPUT_DIR/export/gguf"
+    )
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
-        None, description="dtype of the exported weights; null: the dtype the model trained in"
+        None, description="format safetensors: dtype of the exported weights; null: the dtype the model trained in"
     )
     qlora_merge_base: Literal["dequantized", "original"] = Field(
         "dequantized",
