@@ -131,7 +131,7 @@ def test_a_strategy_key_of_another_kind_is_an_error_naming_its_kind(tmp_path, go
     good["strategy"] = {"kind": "frozen", "r": 64}
     assert _errors(tmp_path, good) == [
         "error: bad.yaml: strategy.r: a key of strategy kind lora or qlora, not of kind frozen"
-        " (which takes: trainable_layers, trainable_modules)"
+        " (which takes: trainable_layers, trainable_modules, unfreeze_every_steps)"
     ]
     good["strategy"] = {"kind": "lora", "trainable_layers": 2, "rr": 3}
     lines = sorted(_errors(tmp_path, good))
@@ -142,7 +142,7 @@ def test_a_strategy_key_of_another_kind_is_an_error_naming_its_kind(tmp_path, go
 def test_changing_the_kind_keeps_only_the_keys_of_the_new_kind(tmp_path):
     # instruct-frozen inherits instruct-lora: none of the LoRA keys follow it.
     frozen = yaml.safe_load(run_cli("validate", "recipes/instruct-frozen.yaml").stdout)["strategy"]
-    assert frozen == {"kind": "frozen", "trainable_layers": 4, "trainable_modules": ["norm"]}
+    assert frozen == {"kind": "frozen", "trainable_layers": 4, "trainable_modules": ["norm"], "unfreeze_every_steps": None}
     # On the command line too, whatever the order of the overrides; qlora keeps LoRA's keys.
     done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.trainable_layers=3", "strategy.kind=frozen")
     assert yaml.safe_load(done.stdout)["strategy"]["trainable_layers"] == 3
