@@ -26,13 +26,15 @@ model: $(MODEL)/config.json
 demo: setup model
 	HF_HUB_OFFLINE=1 $(VENV)/bin/$(LAUNCH) -m llm_tune recipes/sentiment.yaml
 
+# Two workers, one module each (module fixtures train once), one thread each: most tests wait on process start-up
+# and tiny models, so two at a time halve the wall time without oversubscribing the cores.
 test: setup model
 	$(VENV)/bin/ruff check llm_tune tests bench
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not slow" tests
 
 # The end-to-end tests of several processes (distributed, resume, export, push); CI runs them after `make test`.
 test-slow: setup model
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 -m slow tests
 
 # make compat: a separate venv with every dependency at its declared floor, then a smoke subset of the suite.
 COMPAT := .venv-compat
