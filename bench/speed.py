@@ -258,7 +258,8 @@ def measure_limits(device: str, peak_tflops: float) -> dict[str, float]:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    doc = __doc__.replace("FLOPS_CONVENTION", FLOPS_CONVENTION)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on a CPU, 50 on a GPU")
     parser.add_argument("--rows", type=int, default=400, help="rows per kind; at least batch x steps are used")
     parser.add_argument("--repeats", type=int, default=1)

@@ -5,6 +5,7 @@ are never resumed from; Ctrl-C saves a checkpoint and prints the command that re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -101,10 +102,11 @@ def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path, tiny_model, dat
 def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_model, data_dir, cache):
     from llm_tune.train.checkpoints import is_complete
 
-    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "interrupted", max_steps=500, save_steps=1000)
+    # Steps enough that the run is still training when the signal comes, however fast the machine.
+    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "interrupted", max_steps=100_000, save_steps=200_000)
     log = tmp_path / "interrupted.log"
     process = start(recipe, log, cache, "training.seed=7")
-    wait_for(lambda: "'loss'" in log.read_text(), process, log)
+    wait_for(lambda: re.search(r"training: .*\| [1-9]\d*/100000", log.read_text()), process, log)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130, log.read_text()[-3000:]
     text = log.read_text()
@@ -137,10 +139,12 @@ def test_completeness_marker_catches_missing_and_truncated_files(tmp_path):
 
 
 def test_a_live_run_holds_its_folder_and_a_changed_recipe_cannot_resume(tmp_path, tiny_model, data_dir, cache):
-    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "held", max_steps=500, save_steps=2)
+    from llm_tune.train.checkpoints import latest_complete
+
+    recipe = resume_recipe(tmp_path, tiny_model, data_dir, "held", max_steps=100_000, save_steps=2)
     log = tmp_path / "held.log"
     process = start(recipe, log, cache)
-    wait_for(lambda: "'loss'" in log.read_text(), process, log)
+    wait_for(lambda: latest_complete(tmp_path / "held" / "checkpoints") is not None, process, log)
     second = run_cli(recipe, check=False, env=cache)
     assert second.returncode == 2, second.stderr
     assert f"output_dir: {tmp_path / 'held'} is in use by a live run (pid {process.pid})" in second.stderr

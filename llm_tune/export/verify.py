@@ -94,7 +94,7 @@ def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_t
     """Logits (float32, on the CPU) and greedy continuations, one prompt at a time so no padding is involved."""
     import torch
 
-    from llm_tune.generation import decoding
+    from llm_tune.model import decoding
 
     model.eval()
     device = next(model.parameters()).device

@@ -55,7 +55,7 @@ class Session:
     def answer(self, ids: list[int], max_new_tokens: int, streamer: Any = None) -> str:
         from contextlib import nullcontext
 
-        from llm_tune.generation.decoding import greedy
+        from llm_tune.model.decoding import greedy
 
         off = self.model.disable_adapter() if self.adapter_off else nullcontext()
         with off:
