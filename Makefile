@@ -3,8 +3,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/SmolLM2-135M-Instruct
-# One process, every value given: accelerate then has no defaults to warn about.
-LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# One process, every value given: accelerate then has no defaults to warn about. Without
+# --num_cpu_threads_per_process, accelerate launch sets OMP_NUM_THREADS=1: one core of the CPU.
+THREADS := $(shell nproc)
+LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	--num_cpu_threads_per_process $(THREADS)
 
 .PHONY: setup model demo test test-slow compat clean
 

@@ -48,15 +48,34 @@ def mixed_precision(cfg: ModelConfig) -> bool:
 
 
 def describe_device(cfg: ModelConfig) -> str:
-    """Where and in what the run computes, in words: `float32 weights, bfloat16 autocast on cpu`."""
+    """Where and in what the run computes, in words: `float32 weights, bfloat16 autocast on cpu (2 threads)`."""
     import torch
 
-    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name()})"
+    else:
+        threads = torch.get_num_threads()
+        device = f"cpu ({threads} thread{'s' if threads > 1 else ''})"
     if mixed_precision(cfg) and cfg.dtype == "auto":
         return f"float32 weights, bfloat16 autocast on {device}"
     if cfg.dtype == "auto":
         return f"float32 on {device} (no native bfloat16 here)"
     return f"{cfg.dtype} on {device}"
+
+
+def idle_cores_warning(world_size: int) -> str | None:
+    """A one-process CPU run under `accelerate launch` on fewer threads than the cores it may use: the launcher
+    sets OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process, which makes a 2-core run about 1.4x slower.
+    (A plain `python -m llm_tune` with OMP_NUM_THREADS set is the user's choice and is left alone.)"""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    launched = "ACCELERATE_DYNAMO_BACKEND" in os.environ  # set by accelerate's launcher for its child
+    if not launched or torch.cuda.is_available() or world_size > 1 or threads >= cores:
+        return None
+    return (f"warning: torch computes on {threads} of this machine's {cores} cores (OMP_NUM_THREADS={threads});"
+            f" `accelerate launch` sets it to 1 unless given --num_cpu_threads_per_process {cores}")
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

@@ -47,7 +47,7 @@ def use_progress(trainer: Any) -> None:
 
 def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: int) -> None:
     """The lines that open a run: model and device, strategy, data, schedule."""
-    from llm_tune.model.loading import describe_device
+    from llm_tune.model.loading import describe_device, idle_cores_warning
 
     t, data = recipe.training, recipe.data
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -65,6 +65,8 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
         f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}")
     for note in splits.notes:  # truncated or skipped rows, the head's initialisation
         say(note)
+    if warning := idle_cores_warning(world):
+        say(warning)
 
 
 # What a finished run folder holds, in the order a user looks for it.
