@@ -111,7 +111,7 @@ def test_a_toy_task_reaches_high_accuracy(tiny_model, tmp_path, head):
 def test_metrics_match_a_hand_computed_example(tmp_path):
     import evaluate
 
-    from llm_tune.classification.evaluation import METRIC_MODULE
+    from llm_tune.classification.scoring import METRIC_MODULE
 
     # truth:     a a a b b c      predicted: a b a b c c
     scores = evaluate.load(str(METRIC_MODULE)).compute(

@@ -10,18 +10,18 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "llm_tune"
-# The layers, bottom first: a unit imports units of lower layers only, never its peers or anything above. The
-# training pipeline sits above export, report and generation because a run ends by exporting, reporting and sampling;
-# sweep and doctor drive the pipeline; the cli dispatches to all.
+# The layers, bottom first: a unit imports units of lower layers only, never its peers or anything above. `train`
+# only trains; the application layer (`pipeline`) reads a run top to bottom and ends it by evaluating, saving,
+# reporting, sampling and exporting; sweep and doctor drive the pipeline's steps; the cli dispatches to all.
 LAYERS = [
     {"__init__", "errors", "console", "ranks"},
     {"recipe"},
     {"run_folder"},
     {"data", "model"},
     {"classification"},
-    {"export", "report"},
+    {"train", "export", "report"},
     {"generation"},
-    {"train"},
+    {"pipeline"},
     {"sweep", "doctor"},
     {"cli"},
     {"__main__"},

@@ -27,7 +27,7 @@ def _trainer(tiny_model: Path, data_dir: Path, tmp_path: Path, fmt: str, **extra
     from llm_tune.data.formats import load_splits
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy
-    from llm_tune.train.pipeline import training_tokenizer
+    from llm_tune.pipeline import training_tokenizer
     from llm_tune.train.trainer import build_trainer
 
     file, sections = FORMATS[fmt]

@@ -26,7 +26,7 @@ class PushFailed(UserError):
 
 def export_folder_for(path: Path, merged: bool) -> Path:
     """The folder to upload: PATH itself when it is an export, else the run's export (made if missing)."""
-    from llm_tune.export import export_run
+    from llm_tune.export.exporter import export_run
     from llm_tune.export.job import MANIFEST, export_options
 
     if not path.is_dir():

@@ -23,7 +23,7 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> d
     import torch
 
     from llm_tune.model.loading import mixed_precision
-    from llm_tune.train.evaluation import best_model_arguments
+    from llm_tune.train.monitor import best_model_arguments
 
     t = recipe.training
     evaluate_every = has_validation and t.eval_steps is not None
@@ -90,7 +90,7 @@ def build_trainer(
     splits: Splits,
     run: RunFolder,
 ) -> Trainer:
-    from llm_tune.train.evaluation import label_rows, watch_callbacks
+    from llm_tune.train.monitor import label_rows, watch_callbacks
 
     arguments = trainer_arguments(recipe, run, splits.validation is not None)
     if recipe.training.report_to == "tensorboard":
@@ -123,15 +123,15 @@ def build_trainer(
 
 def trainer_class(recipe: Recipe) -> type:
     """The trainer for the recipe: TRL's SFTTrainer or transformers' Trainer (a sequence head), with llm_tune's
-    mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/evaluation.py)
+    mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/monitor.py)
     layer-wise learning rates and gradual unfreezing (train/layers.py)."""
     import torch
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from llm_tune.train.evaluation import ClassifierEvaluation
     from llm_tune.train.layers import GradualUnfreezing, LayerwiseRates
     from llm_tune.train.loss import LabelOnlyLoss
+    from llm_tune.train.monitor import ClassifierEvaluation
 
     mixins: list[type] = []
     if recipe.task == "classification":

@@ -1,4 +1,8 @@
-"""The training pipeline, top to bottom: recipe -> data -> model -> strategy -> trainer -> run folder."""
+"""The application layer: one run, top to bottom.
+
+recipe -> tokenizer -> data -> model + strategy -> trainer -> train -> evaluate -> save -> report -> export.
+`train/` only trains; this module decides what a run does before and after. The preparation steps are public
+because `doctor` runs them without training."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
 
 
 def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, Any]:
-    from llm_tune.train.evaluation import early_stop_summary
+    from llm_tune.train.monitor import early_stop_summary
     from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer
 
@@ -59,7 +63,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
             _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
         _report(trainer, tokenizer, recipe, out)
         if recipe.export is not None:
-            from llm_tune.export import export_after_training
+            from llm_tune.export.exporter import export_after_training
 
             export_after_training(out.root, recipe)
         run_ending(out, metrics)
@@ -118,7 +122,7 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
 
 
 def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
-    from llm_tune.classification.evaluation import evaluate_classifier
+    from llm_tune.classification.scoring import evaluate_classifier
 
     batch = recipe.training.per_device_eval_batch_size
     scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval)

@@ -36,8 +36,8 @@ class ClassifierEvaluation:
     label_rows: LabelRows
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
-        from llm_tune.classification.evaluation import classification_metrics
         from llm_tune.classification.heads import label_probabilities
+        from llm_tune.classification.scoring import classification_metrics
 
         rows, started = self.label_rows, time.perf_counter()
         probs = label_probabilities(

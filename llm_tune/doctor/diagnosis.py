@@ -1,0 +1,249 @@
+"""`python -m llm_tune doctor RECIPE.yaml`: before any training, what the run will use and whether it is sound.
+
+The device and dtype, a memory estimate (estimate.py), the rows as TRL tokenizes them with the trained tokens
+marked, the EOS and pad checks, token lengths and truncation, label balance, duplicates and leakage (checks.py), and
+the time per epoch from a few measured steps (timing.py). Problems are errors (exit 2), risks are warnings; nothing
+is written but the optional --json file. Imported only by the `doctor` command.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from llm_tune.doctor import checks
+from llm_tune.doctor.checks import Findings
+from llm_tune.doctor.text import report_lines
+from llm_tune.errors import UserError
+from llm_tune.recipe.schema import Recipe
+from llm_tune.run_folder import RunFolder, write_json
+
+
+def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None) -> dict[str, Any]:
+    from llm_tune.recipe.checks import load_checked
+
+    return doctor(load_checked(recipe_path, overrides), recipe_path, json_path)
+
+
+def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[str, Any]:
+    """Print the report (and write it to json_path); raise UserError listing the problems, if any."""
+    import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
+    import trl  # noqa: F401
+
+    from llm_tune.pipeline import training_data, training_model, training_tokenizer
+
+    found = Findings()
+    tokenizer, _ = training_tokenizer(recipe)
+    splits = training_data(recipe, tokenizer)
+    runtime = resident_bytes()  # Python, torch, the libraries, tokenizer and data: all but the model
+    model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
+    report: dict[str, Any] = {
+        "recipe": str(recipe_path), "model": recipe.model.name_or_path, "strategy": recipe.strategy.kind,
+        "task": recipe.task, "trainable_params": trainable, "total_params": total, "device": device_section(recipe),
+    }  # fmt: skip
+    rows = tokenized_rows(recipe, model, tokenizer, splits)
+    report.update(data_sections(recipe, tokenizer, splits, rows, found))
+    report["memory"] = memory_section(recipe, model, rows, runtime, report["device"], found)
+    report["time"] = time_section(recipe, model, tokenizer, splits, rows)
+    report.update(warnings=found.warnings, errors=found.errors)
+    print("\n".join(report_lines(report)), flush=True)
+    if json_path is not None:
+        write_json(json_path, report)
+    if found.errors:
+        raise UserError(*found.errors)
+    return report
+
+
+def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[str, Any]], found: Findings) -> dict:
+    """Token lengths, trained tokens, two rendered rows, label balance, duplicates and leakage."""
+    max_length = recipe.data.max_length
+    lengths = {name: _lengths(recipe, split, tokenizer)
+               for name, split in (("train", splits.train), ("validation", splits.validation)) if split is not None}  # fmt: skip
+    sections: dict[str, Any] = {"tokens": {split: checks.length_stats(n, max_length) for split, n in lengths.items()}}
+    checks.truncation_findings(sections["tokens"], found)
+    truncated = {i for i, n in enumerate(lengths["train"]) if n > max_length}
+    sections["trained_tokens"] = trained_section(recipe, tokenizer, splits, rows, truncated, found)
+    sections["rows"] = [_shown_row(recipe, tokenizer, row, splits) for row in rows[:2]]
+    if splits.labels is not None:
+        train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
+        sections["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
+    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    keys = {name: [checks.row_key(r, classifying) for r in split] if split is not None else None
+            for name, split in (("train", splits.train), ("validation", splits.validation))}  # fmt: skip
+    sections["duplicates"] = checks.duplicate_findings(keys["train"], keys["validation"], found)
+    return sections
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def device_section(recipe: Recipe) -> dict[str, Any]:
+    """Where the run computes and in which dtype, with the memory there."""
+    import torch
+
+    from llm_tune.model.loading import mixed_precision, native_bf16, resolve_dtype
+
+    weights = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
+    mixed = mixed_precision(recipe.model)
+    compute = "bfloat16 autocast" if mixed and weights == "float32" else weights
+    why = {
+        "auto": "auto: native bfloat16 here" if native_bf16() else "auto: no native bfloat16 here, no AVX512-BF16 or AMX",
+        "float32": "model.dtype float32: exact, no autocast",
+        "bfloat16": "model.dtype bfloat16",
+    }[recipe.model.dtype]
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        name, kind = torch.cuda.get_device_name(), "cuda"
+    else:
+        total, free = _host_memory()
+        threads = torch.get_num_threads()
+        name, kind = f"{_cpu_name()}, {threads} thread{'s' * (threads != 1)}", "cpu"
+    four_bit = recipe.four_bit
+    return {
+        "device": kind, "name": name, "weights_dtype": weights, "compute": compute, "why": why,
+        "base": f"{four_bit.bnb_4bit_quant_type} 4-bit (bitsandbytes)" if four_bit else weights,
+        "compute_bytes": 2 if mixed or weights == "bfloat16" else 4, "memory_total": total, "memory_available": free,
+    }  # fmt: skip
+
+
+def _host_memory() -> tuple[int, int]:
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()}
+        return values["MemTotal"], values.get("MemAvailable", values["MemTotal"])
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return total, total
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
+
+
+def tokenized_rows(recipe: Recipe, model: Any, tokenizer: Any, splits: Any) -> list[dict[str, Any]]:
+    """The training rows exactly as the trainer tokenizes them (TRL's masks and truncation, or the classifier's
+    encoding), each with its index in the training split; unpacked, so each is one row."""
+    from llm_tune.data.formats import Splits
+    from llm_tune.train.trainer import build_trainer
+
+    plain = recipe.model_copy(deep=True)
+    plain.training.packing = False
+    plain.training.report_to = "none"
+    indexed = splits.train.add_column("doctor_row", list(range(len(splits.train))))
+    with tempfile.TemporaryDirectory(prefix="llm_tune-doctor-") as scratch:
+        trainer = build_trainer(plain, model, tokenizer, Splits(indexed, None, splits.labels), RunFolder(Path(scratch)))
+    data = trainer.train_dataset
+    # The classifier's encoding keeps every row (it keeps the end of a long prompt): its order is the split's.
+    order = data["doctor_row"] if "doctor_row" in data.column_names else list(range(len(data)))
+    labels = data["labels"]
+    return [{"row": r, "input_ids": ids, "labels": lab} for r, ids, lab in zip(order, data["input_ids"], labels)]
+
+
+def _lengths(recipe: Recipe, split: Any, tokenizer: Any) -> list[int]:
+    """Tokens per row before truncation, as TRL counts them; a sequence head reads the prompt alone."""
+    from llm_tune.data.formats import prompt_ids, token_lengths
+
+    if not recipe.sequence_head:
+        return token_lengths(split, tokenizer)
+    return [len(prompt_ids(tokenizer, prompt)) for prompt in split["prompt"]]
+
+
+def _labels(split: Any) -> list[str] | None:
+    return None if split is None else [str(label) for label in split["label"]]
+
+
+def trained_section(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[str, Any]], truncated: set[int],
+                    found: Findings) -> dict[str, Any]:  # fmt: skip
+    """Pad and EOS, and the rows truncation leaves without a trained token (TRL drops them silently)."""
+    if recipe.sequence_head:
+        section = checks.eos_findings(tokenizer, [], truncated, found)
+        return {**section, "answers": "a classifier head: the label trains, no token does", "dropped_rows": 0}
+    section = checks.eos_findings(tokenizer, rows, truncated, found)
+    kept = [row["row"] for row in rows]
+    dropped = set(range(len(splits.train))) - set(kept)
+    prompts = {i: _prompt_length(tokenizer, splits.train[i]) for i in sorted(dropped)[: checks.EXAMPLES * 10]}
+    section["dropped_rows"] = checks.dropped_row_findings(kept, len(splits.train), prompts, recipe.data.max_length, found)
+    section["trained_per_row"] = {"mean": sum(_trained(r) for r in rows) / max(len(rows), 1)}
+    section["truncated_rows_losing_eos"] = len(truncated & set(kept))
+    return section
+
+
+def _trained(row: dict[str, Any]) -> int:
+    return sum(label != checks.IGNORE for label in row["labels"])
+
+
+def _prompt_length(tokenizer: Any, row: dict[str, Any]) -> int:
+    """Tokens before the first answer token: the prompt, or a chat up to its first assistant turn."""
+    from llm_tune.data.formats import prompt_ids
+
+    if "prompt" in row:
+        return len(prompt_ids(tokenizer, row["prompt"]))
+    messages = row.get("messages") or []
+    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+    return len(prompt_ids(tokenizer, messages[:first])) if first else 0
+
+
+def _shown_row(recipe: Recipe, tokenizer: Any, row: dict[str, Any], splits: Any) -> dict[str, Any]:
+    ids = row["input_ids"]
+    if recipe.sequence_head:  # the head reads the last prompt token; the label is a class, not a token
+        segments = checks.row_segments(tokenizer, ids, [(len(ids) - 1, len(ids))])
+        return {"row": row["row"] + 1, "text": checks.marked(segments), "segments": segments,
+                "label": splits.labels[row["labels"]]}  # fmt: skip
+    segments = checks.row_segments(tokenizer, ids, checks.trained_spans(row["labels"]))
+    return {"row": row["row"] + 1, "text": checks.marked(segments), "segments": segments}
+
+
+def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runtime: int, device: dict[str, Any],
+                   found: Findings) -> dict[str, Any]:  # fmt: skip
+    from llm_tune.doctor.estimate import PEAK_RULE, StepShape, estimate_memory, gib, peak_bytes, tally_model
+
+    tally, reached = tally_model(model, recipe.adapter)
+    batch = recipe.training.per_device_train_batch_size
+    if recipe.training.packing:  # packed sequences are max_length long, answers in their usual share
+        share = sum(_trained(r) for r in rows) / max(sum(len(r["input_ids"]) for r in rows), 1)
+        tokens, labels = recipe.data.max_length, int(batch * recipe.data.max_length * share)
+    else:  # the longest rows, padded to the longest: length-grouped batching puts it first
+        longest = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)[:batch]
+        tokens = len(longest[0]["input_ids"]) if longest else 0
+        labels = 0 if recipe.sequence_head else sum(_trained(r) for r in longest)
+    step = StepShape(
+        batch=batch, tokens=tokens, label_positions=labels, reached_blocks=reached,
+        gradient_checkpointing=recipe.training.gradient_checkpointing, compute_bytes=device["compute_bytes"],
+        autocast=device["compute"] == "bfloat16 autocast" and recipe.four_bit is None,
+        lm_head=not recipe.sequence_head, device=device["device"],
+    )  # fmt: skip
+    items = estimate_memory(tally, step, runtime if device["device"] == "cpu" else 0)
+    total = peak_bytes(items)
+    if total > device["memory_available"]:
+        found.warnings.append(
+            f"memory: the estimated peak {gib(total)} is more than the {gib(device['memory_available'])} available"
+            " now; lower training.per_device_train_batch_size or data.max_length, or set"
+            " training.gradient_checkpointing: true"
+        )
+    return {"items": items, "peak_bytes": total, "peak_rule": PEAK_RULE, "step": vars(step), "blocks": tally.blocks}
+
+
+def time_section(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]) -> dict | None:
+    """None when no row keeps a trained token: there is nothing to time (and that is an error already)."""
+    from llm_tune.doctor.timing import epoch_time, measure_steps
+
+    if not rows:
+        return None
+    epoch_tokens = sum(len(r["input_ids"]) for r in rows)
+    sequences = len(rows)
+    if recipe.training.packing:
+        sequences = max(1, -(-epoch_tokens // recipe.data.max_length))
+    measured = measure_steps(recipe, model, tokenizer, splits, sorted(r["row"] for r in rows))
+    return epoch_time(measured, recipe, sequences, epoch_tokens)
