@@ -1,5 +1,6 @@
 # make demo: set up (venv, install, default model) and fine-tune the sentiment recipe.
 # make test: set up and run the test suite (make test-slow: the slow end-to-end tests, which CI runs too).
+# make test-fast: the in-process tier (bad input, recipes, pure functions), under a minute: run it after every edit.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/SmolLM2-135M-Instruct
@@ -9,7 +10,7 @@ THREADS := $(shell nproc)
 LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	--num_cpu_threads_per_process $(THREADS)
 
-.PHONY: setup model demo test test-slow compat clean
+.PHONY: setup model demo test test-fast test-slow compat clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +35,10 @@ demo: setup model
 test: setup model
 	$(VENV)/bin/ruff check llm_tune tests bench
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not slow" tests
+
+# `llm_tune.cli.main([...])` in this process for the bad-input corpus and the recipes, and unit tests of pure functions.
+test-fast: setup model
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m fast tests
 
 # The end-to-end tests of several processes (distributed, resume, export, push); CI runs them after `make test`.
 test-slow: setup model

@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer, small data files, and a runner
-for the real entry point (`python -m llm_tune ...` in a subprocess)."""
+"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer, small data files, and two runners for the
+real entry point: `call_cli` (in this process: `llm_tune.cli.main([...])`, the fast tier) and `run_cli` (`python -m
+llm_tune ...` in a subprocess, where a process boundary is the point: signals, launches, tracebacks, imports)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,37 @@ def run_cli(*args: str, cwd: Path = ROOT, check: bool = True, env: dict | None =
     )
     if check and done.returncode != 0:
         raise AssertionError(f"llm_tune {' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def call_cli(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    """`llm_tune.cli.main(ARGS)` in this process, as `run_cli` would run it: stdout and stderr captured, the exit code
+    from SystemExit (0 when main returns). What main changes for the process (environment variables, warnings
+    filters, library log levels, the working folder) is put back afterwards, so one case cannot leak into the next."""
+    from llm_tune.cli import main
+
+    environ, cwd_before = dict(os.environ), Path.cwd()
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        os.environ.update({k: v for k, v in ENV.items() if k.startswith(("HF_", "TOKENIZERS"))})
+        os.chdir(cwd)
+        # catch_warnings puts the filters back (quiet_libraries adds some) and resets the registries' caches
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(cwd_before)
+        os.environ.clear()
+        os.environ.update(environ)
+        for name in list(logging.root.manager.loggerDict):
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+    done = subprocess.CompletedProcess(["llm_tune", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"llm_tune {' '.join(map(str, args))} exited {code}:\n{done.stdout}\n{done.stderr}")
     return done
 
 

@@ -1,4 +1,5 @@
-"""Recipes through `python -m llm_tune validate`: shipped recipes, inheritance, overrides, golden errors."""
+"""Recipes through `llm_tune.cli.main(['validate', ...])` in-process (the fast tier): shipped recipes, inheritance,
+overrides, golden errors. One subprocess remains: the check that validate imports no torch needs a fresh process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, base_recipe, run_cli, write_recipe
+from conftest import ROOT, base_recipe, call_cli, write_recipe
+
+pytestmark = pytest.mark.fast
 
 SHIPPED = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
 
@@ -28,14 +31,14 @@ def test_the_shipped_recipes_are_the_documented_set():
 def test_every_shipped_recipe_validates_and_opens_with_how_to_run_it(recipe: Path):
     assert recipe.read_text().startswith("#"), "a recipe opens with a comment saying what it does and how to run it"
     assert "Run:" in recipe.read_text()
-    done = run_cli("validate", recipe.relative_to(ROOT))
+    done = call_cli("validate", recipe.relative_to(ROOT))
     resolved = yaml.safe_load(done.stdout)
     assert resolved["model"]["name_or_path"] == "models/SmolLM2-135M-Instruct"
     assert "inherits" not in resolved
 
 
 def test_validate_resolves_inheritance_and_overrides(tmp_path):
-    done = run_cli(
+    done = call_cli(
         "validate", "recipes/instruct-qlora.yaml", "training.learning_rate=1e-4", "strategy.r=8", "data.max_length=64"
     )
     resolved = yaml.safe_load(done.stdout)
@@ -47,13 +50,13 @@ def test_validate_resolves_inheritance_and_overrides(tmp_path):
 
 def test_strategy_kind_override_needs_nothing_else():
     for kind in ("full", "frozen", "lora", "qlora"):
-        resolved = yaml.safe_load(run_cli("validate", "recipes/instruct-lora.yaml", f"strategy.kind={kind}").stdout)
+        resolved = yaml.safe_load(call_cli("validate", "recipes/instruct-lora.yaml", f"strategy.kind={kind}").stdout)
         assert resolved["strategy"]["kind"] == kind
 
 
 def _errors(tmp_path: Path, recipe: dict, *overrides: str) -> list[str]:
     path = write_recipe(tmp_path / "bad.yaml", recipe)
-    done = run_cli("validate", path, *overrides, check=False)
+    done = call_cli("validate", path, *overrides, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     return [line.replace(str(path), "bad.yaml") for line in done.stderr.splitlines()]
@@ -103,17 +106,17 @@ def test_cross_field_rules_run_before_any_model_loads(tmp_path, good):
 def test_bad_yaml_and_missing_recipe_are_one_line(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")
-    done = run_cli("validate", broken, check=False)
+    done = call_cli("validate", broken, check=False)
     assert done.returncode == 2 and done.stderr.startswith(f"error: {broken}: not valid YAML (line")
-    done = run_cli("validate", tmp_path / "nope.yaml", check=False)
+    done = call_cli("validate", tmp_path / "nope.yaml", check=False)
     assert (done.returncode, done.stderr.strip()) == (2, f"error: {tmp_path / 'nope.yaml'}: recipe file not found")
-    done = run_cli("validate", "recipes/instruct-lora.yaml", "training.learning_rate", check=False)
+    done = call_cli("validate", "recipes/instruct-lora.yaml", "training.learning_rate", check=False)
     assert done.returncode == 2 and "expected key.path=value" in done.stderr
 
 
 def test_train_with_a_bad_recipe_writes_nothing(tmp_path, good):
     path = write_recipe(tmp_path / "bad.yaml", good)
-    done = run_cli(path, "training.lerning_rate=1", check=False)
+    done = call_cli(path, "training.lerning_rate=1", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
 
@@ -141,23 +144,23 @@ def test_a_strategy_key_of_another_kind_is_an_error_naming_its_kind(tmp_path, go
 
 def test_changing_the_kind_keeps_only_the_keys_of_the_new_kind(tmp_path):
     # instruct-frozen inherits instruct-lora: none of the LoRA keys follow it.
-    frozen = yaml.safe_load(run_cli("validate", "recipes/instruct-frozen.yaml").stdout)["strategy"]
+    frozen = yaml.safe_load(call_cli("validate", "recipes/instruct-frozen.yaml").stdout)["strategy"]
     assert frozen == {"kind": "frozen", "trainable_layers": 4, "trainable_modules": ["norm"], "unfreeze_every_steps": None}
     # On the command line too, whatever the order of the overrides; qlora keeps LoRA's keys.
-    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.trainable_layers=3", "strategy.kind=frozen")
+    done = call_cli("validate", "recipes/instruct-lora.yaml", "strategy.trainable_layers=3", "strategy.kind=frozen")
     assert yaml.safe_load(done.stdout)["strategy"]["trainable_layers"] == 3
-    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=qlora", "strategy.r=4")
+    done = call_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=qlora", "strategy.r=4")
     strategy = yaml.safe_load(done.stdout)["strategy"]
     assert (strategy["kind"], strategy["r"], strategy["bnb_4bit_quant_type"]) == ("qlora", 4, "nf4")
     # A key of the old kind given with the switch is still an error.
-    done = run_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=frozen", "strategy.r=4", check=False)
+    done = call_cli("validate", "recipes/instruct-lora.yaml", "strategy.kind=frozen", "strategy.r=4", check=False)
     assert done.returncode == 2 and "strategy.r: a key of strategy kind lora or qlora" in done.stderr
 
 
 def test_keys_prints_every_key_from_the_schema():
     from llm_tune.recipe.schema import STRATEGIES, Recipe
 
-    done = run_cli("keys")
+    done = call_cli("keys")
     paths = {line.split()[0] for line in done.stdout.splitlines()}
     for section in ("model", "data", "training", "classification", "export"):
         fields = Recipe.model_fields[section].annotation
@@ -166,10 +169,10 @@ def test_keys_prints_every_key_from_the_schema():
             assert info.description, f"{section}.{name} has no description"
             if not hasattr(info.annotation, "model_fields"):
                 assert f"{section}.{name}" in paths
-    strategy = run_cli("keys", "strategy").stdout
+    strategy = call_cli("keys", "strategy").stdout
     for cls in STRATEGIES.values():
         for name, info in cls.model_fields.items():
             assert info.description and f"strategy.{name} " in strategy
     assert "[lora, qlora] adapter rank" in strategy and "[frozen] how many final" in strategy
-    done = run_cli("keys", "nope", check=False)
+    done = call_cli("keys", "nope", check=False)
     assert done.returncode == 2 and "sections: model, strategy" in done.stderr
