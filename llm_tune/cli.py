@@ -168,7 +168,7 @@ def _save_traceback() -> Path:
     import time
     import traceback
 
-    from llm_tune.console import rank
+    from llm_tune.ranks import rank
 
     path = Path(tempfile.gettempdir()) / f"llm_tune-bug-{time.strftime('%Y%m%d-%H%M%S')}-rank{rank()}.txt"
     path.write_text(traceback.format_exc(), encoding="utf-8")

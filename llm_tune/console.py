@@ -7,12 +7,10 @@ import os
 import sys
 import warnings
 
+from llm_tune.ranks import rank, world_size
+
 # Libraries whose logs the user can do nothing about (deprecations, load reports, kernel fallbacks).
 _CHATTY = ("transformers", "datasets", "accelerate", "trl", "peft", "bitsandbytes", "torch", "huggingface_hub")
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def is_main_process() -> bool:
@@ -26,7 +24,7 @@ def say(message: str) -> None:
 
 def fail(lines: list[str]) -> None:
     """A user's mistake: one line each on stderr (every rank's error is its own, so all ranks may print)."""
-    where = f"rank {rank()}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    where = f"rank {rank()}: " if world_size() > 1 else ""
     for line in lines:
         print(f"error: {where}{line}", file=sys.stderr, flush=True)
 

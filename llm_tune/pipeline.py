@@ -52,7 +52,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
     metrics.update(early_stop_summary(trainer, recipe.training))
-    classifier_eval = recipe.task == "classification" and recipe.data.validation is not None
+    classifier_eval = recipe.is_classification and recipe.data.validation is not None
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
         scores = trainer.evaluate()
         metrics.update({k: v for k, v in scores.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")})
@@ -92,7 +92,7 @@ def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
 def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
-    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    classifying = recipe.reads_labels
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
@@ -136,7 +136,7 @@ def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> Non
     from llm_tune.report.page import write_run_report
 
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-    if recipe.task != "classification" and not sharded:
+    if not recipe.is_classification and not sharded:
         from llm_tune.generation.samples import write_samples
 
         write_samples(trainer.model, tokenizer, recipe, out.samples)

@@ -7,6 +7,11 @@ import os
 from typing import Any
 
 
+def rank() -> int:
+    """This process's rank (0 alone): the launcher's RANK variable, the one place it is read."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -1,11 +1,12 @@
-"""The run folder: one class that knows every path of a run, and atomic writes. Only the main process writes;
-each file is written whole or not at all."""
+"""The run folder: one class that knows every path of a run, which of its checkpoints are complete, and atomic
+writes. Only the main process writes; each file is written whole or not at all."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,13 @@ from llm_tune.console import is_main_process
 from llm_tune.errors import UserError
 from llm_tune.recipe.loading import load_recipe, resolved_yaml
 from llm_tune.recipe.schema import Recipe
+
+# The Trainer writes a checkpoint file by file, so a process killed mid-save leaves a folder that looks like a
+# checkpoint but is not one. A checkpoint counts as complete only once it holds COMPLETE, written last (after every
+# rank has finished its part), listing each file's size so a truncated file is caught too. (transformers'
+# get_last_checkpoint takes the highest checkpoint-N folder, complete or not: the very case this marker is for.)
+COMPLETE = "llm_tune-complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's folder names (transformers' _re_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,10 @@ class RunFolder:
     @property
     def report_plots(self) -> Path:
         return self.root / "report"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The complete checkpoint of the highest step, or None."""
+        return latest_complete(self.checkpoints)
 
     def weights(self, recipe: Recipe) -> Path:
         """adapter/ for lora and qlora, model/ for full and frozen."""
@@ -127,6 +139,28 @@ class RunFolder:
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.metrics, metrics)
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """checkpoint-N folders, lowest step first, complete or not."""
+    if not checkpoints.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in checkpoints.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete(folder: Path) -> bool:
+    """The folder holds COMPLETE and every file it lists, at the size it lists."""
+    try:
+        sizes = read_json(folder / COMPLETE)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+
+
+def latest_complete(checkpoints: Path) -> Path | None:
+    complete = [p for p in checkpoint_folders(checkpoints) if is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -14,7 +14,8 @@ PACKAGE = ROOT / "llm_tune"
 # only trains; the application layer (`pipeline`) reads a run top to bottom and ends it by evaluating, saving,
 # reporting, sampling and exporting; sweep and doctor drive the pipeline's steps; the cli dispatches to all.
 LAYERS = [
-    {"__init__", "errors", "console", "ranks"},
+    {"__init__", "errors", "ranks"},
+    {"console"},
     {"recipe"},
     {"run_folder"},
     {"data", "model"},

@@ -90,7 +90,7 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
 
     run = load_trained(run_dir)
     recipe = run.recipe
-    if recipe.task != "classification":
+    if not recipe.is_classification:
         raise UserError(f"{run_dir}: eval scores classification runs; this run's task is {recipe.task}")
     spec = data or recipe.data.validation
     if spec is None:
@@ -111,7 +111,7 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
 
     run = load_trained(run_dir)
     recipe = run.recipe
-    if recipe.task != "classification":
+    if not recipe.is_classification:
         raise UserError(f"{run_dir}: predict needs a classification run; this run's task is {recipe.task}")
     labels = recipe.classification.labels
     cfg = recipe.data.model_copy(update={"fields": recipe.data.fields.model_copy(update={"text": "text", "label": "label"})})

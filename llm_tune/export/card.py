@@ -50,7 +50,7 @@ def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dic
     """The Hub's front matter (huggingface_hub's ModelCardData, so the Hub reads it as it writes it)."""
     from huggingface_hub import ModelCardData
 
-    tags = ["llm_tune", recipe.strategy.kind, "text-classification" if recipe.task == "classification" else "sft"]
+    tags = ["llm_tune", recipe.strategy.kind, "text-classification" if recipe.is_classification else "sft"]
     if not merged:
         tags.append("lora")
     elif recipe.adapter:
@@ -108,7 +108,7 @@ def _training(recipe: Recipe) -> str:
     strategy = recipe.strategy.model_dump(mode="json")
     data = {"train": recipe.data.train, "validation": recipe.data.validation, "format": recipe.data.format}
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
-    if recipe.task == "classification":
+    if recipe.is_classification:
         parts["classification"] = recipe.classification.model_dump(mode="json")
     parts["training"] = recipe.training.model_dump(mode="json")
     return "## Training\n\nFrom the run's resolved recipe:\n\n```yaml\n" + yaml.safe_dump(parts, sort_keys=False) + "```"

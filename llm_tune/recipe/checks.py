@@ -42,7 +42,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
             f" choose 1 to {layers}"
         )
-    if recipe.task == "classification" and data.format != "classification":
+    if recipe.is_classification and not data.labelled:
         problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
     if recipe.export and recipe.export.format == "gguf":
         if recipe.sequence_head:
@@ -85,7 +85,7 @@ def _evaluation_problems(recipe: Recipe) -> list[str]:
                 " (data.validation or data.validation_fraction)"
             )
     metric = training.metric_for_best_model
-    if metric != "eval_loss" and recipe.task != "classification":
+    if metric != "eval_loss" and not recipe.is_classification:
         problems.append(f"training.metric_for_best_model: {metric} is a classification metric; use eval_loss")
     return problems
 

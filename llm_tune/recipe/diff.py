@@ -1,4 +1,5 @@
-"""How two resolved recipes differ, key by key (dotted paths), for resume checks and run comparisons."""
+"""How resolved recipes differ, key by key (dotted paths): resume checks, sweeps, `compare` and the comparison page
+all ask here."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ def flat(recipe: Recipe) -> dict[str, Any]:
     return out
 
 
+def differing(recipes: list[Recipe], ignore: frozenset[str] = frozenset()) -> dict[str, list[Any]]:
+    """{key: [each recipe's value]} for every key (outside `ignore`) whose values are not all equal, in key order;
+    a key a recipe lacks is None there."""
+    flats = [flat(r) for r in recipes]
+    keys = sorted(set().union(*flats) - ignore)
+    values = {key: [f.get(key) for f in flats] for key in keys}
+    return {key: vals for key, vals in values.items() if any(v != vals[0] for v in vals[1:])}
+
+
 def differences(old: Recipe, new: Recipe) -> dict[str, tuple[Any, Any]]:
     """{key: (old value, new value)} for every key whose value differs (a key only one side has: None there)."""
-    a, b = flat(old), flat(new)
-    return {key: (a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)}
+    return {key: (a, b) for key, (a, b) in differing([old, new]).items()}

@@ -147,6 +147,11 @@ class DataConfig(Section):
             raise ValueError("set data.validation or data.validation_fraction, not both")
         return self
 
+    @property
+    def labelled(self) -> bool:
+        """Rows are a text and a label (format classification)."""
+        return self.format == "classification"
+
 
 class ClassificationConfig(Section):
     head: Literal["sequence", "generate"] = Field(
@@ -270,9 +275,19 @@ class Recipe(Section):
     export: ExportConfig | None = Field(None, description="export at the end of training (see `llm_tune export`)")
 
     @property
+    def is_classification(self) -> bool:
+        """The run trains a classifier (scored by label probabilities), not a text generator."""
+        return self.task == "classification"
+
+    @property
+    def reads_labels(self) -> bool:
+        """The rows carry labels (data.format classification), whatever the task; the label set is resolved."""
+        return self.is_classification or self.data.labelled
+
+    @property
     def sequence_head(self) -> bool:
         """A classifier head on the base (a sequence-classification model), rather than a causal LM."""
-        return self.task == "classification" and self.classification.head == "sequence"
+        return self.is_classification and self.classification.head == "sequence"
 
     @property
     def adapter(self) -> bool:

@@ -40,7 +40,7 @@ class RunData:
 
     @property
     def classification(self) -> bool:
-        return self.recipe.task == "classification"
+        return self.recipe.is_classification
 
 
 def read_run(root: Path) -> RunData:
@@ -74,15 +74,12 @@ def read_run(root: Path) -> RunData:
 
 
 def _state_file(run: RunFolder) -> Path | None:
-    """The finished run's log, else the latest checkpoint's (a run stopped or still training)."""
+    """The finished run's log, else the latest complete checkpoint's (a run stopped or still training; a checkpoint
+    cut off mid-save may hold a torn trainer_state.json)."""
     if run.trainer_state.is_file():
         return run.trainer_state
-    steps = {}
-    for path in run.checkpoints.glob("checkpoint-*/trainer_state.json"):
-        step = path.parent.name.removeprefix("checkpoint-")
-        if step.isdigit():
-            steps[int(step)] = path
-    return steps[max(steps)] if steps else None
+    latest = run.latest_checkpoint()
+    return latest / "trainer_state.json" if latest and (latest / "trainer_state.json").is_file() else None
 
 
 def _series(log: list[dict[str, Any]], key: str) -> Series:

@@ -172,16 +172,10 @@ def _notes(run: RunData) -> list[str]:
 
 def _differences(runs: list[RunData]) -> list[tuple[str, list[str]]]:
     """Recipe keys whose values differ between the runs (output_dir, which always does, left out)."""
-    from llm_tune.recipe.diff import flat
+    from llm_tune.recipe.diff import differing
 
-    flats = [flat(r.recipe) for r in runs]
-    keys = sorted(set().union(*flats) - {"output_dir"})
-    rows = []
-    for key in keys:
-        values = [json.dumps(f.get(key)) for f in flats]
-        if len(set(values)) > 1:
-            rows.append((key, values))
-    return rows
+    found = differing([r.recipe for r in runs], ignore=frozenset({"output_dir"}))
+    return [(key, [json.dumps(v) for v in values]) for key, values in found.items()]
 
 
 def _format(value: Any) -> str:

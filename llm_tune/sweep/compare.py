@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm_tune.errors import UserError
-from llm_tune.recipe.diff import flat
+from llm_tune.recipe.diff import differing
 from llm_tune.run_folder import RunFolder, read_json
 from llm_tune.sweep.table import cell, print_table
 
@@ -19,14 +19,12 @@ METRICS = (
 def compare_rows(run_dirs: list[Path]) -> tuple[list[str], list[list[str]]]:
     """(column names, rows): one row per differing recipe key, then one per metric."""
     folders = [RunFolder(Path(d)) for d in run_dirs]
-    recipes = [flat(folder.read_recipe()) for folder in folders]  # a folder that is no run: one error line
+    recipes = [folder.read_recipe() for folder in folders]  # a folder that is no run: one error line
     metrics = [read_json(f.metrics) if f.metrics.is_file() else {} for f in folders]
     names = [f.root.name for f in folders]
     if len(set(names)) < len(names):
         names = [str(f.root) for f in folders]
-    keys = sorted({k for r in recipes for k in r if k != "output_dir"})
-    differing = [k for k in keys if len({repr(r.get(k)) for r in recipes}) > 1]
-    rows = [[key, *(cell(r.get(key)) for r in recipes)] for key in differing]
+    rows = [[key, *map(cell, values)] for key, values in differing(recipes, ignore=frozenset({"output_dir"})).items()]
     rows += [[key, *(cell(m.get(key)) for m in metrics)] for key in METRICS if any(key in m for m in metrics)]
     return ["key", *names], rows
 

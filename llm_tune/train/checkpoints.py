@@ -1,13 +1,8 @@
-"""Checkpoints under OUTPUT_DIR/checkpoints: which are complete, which one a run resumes from.
-
-The Trainer writes a checkpoint file by file, so a process killed mid-save leaves a folder that looks like a
-checkpoint but is not one. A checkpoint counts as complete only once it holds COMPLETE, written last (after every
-rank has finished its part), listing each file's size so a truncated file is caught too.
-"""
+"""Checkpoints under OUTPUT_DIR/checkpoints: marking them complete as the Trainer saves them, which one a run
+resumes from, removing half-written ones. Which are complete is the run folder's to say (llm_tune.run_folder)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,31 +10,7 @@ from typing import Any
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
-from llm_tune.run_folder import read_json, write_json
-
-COMPLETE = "llm_tune-complete.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoint_folders(checkpoints: Path) -> list[Path]:
-    """checkpoint-N folders, lowest step first."""
-    if not checkpoints.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in checkpoints.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def is_complete(folder: Path) -> bool:
-    marker = folder / COMPLETE
-    try:
-        sizes = read_json(marker)["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    for name, size in sizes.items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    return True
+from llm_tune.run_folder import COMPLETE, checkpoint_folders, is_complete, latest_complete, write_json
 
 
 def mark_complete(folder: Path, step: int) -> None:
@@ -49,11 +20,6 @@ def mark_complete(folder: Path, step: int) -> None:
         if p.is_file() and p.name != COMPLETE and not p.name.startswith(f".{COMPLETE}")
     }
     write_json(folder / COMPLETE, {"step": step, "files": files})
-
-
-def latest_complete(checkpoints: Path) -> Path | None:
-    complete = [p for p in checkpoint_folders(checkpoints) if is_complete(p)]
-    return complete[-1] if complete else None
 
 
 def resolve_resume(resume: str | None, checkpoints: Path) -> str | None:

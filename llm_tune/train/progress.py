@@ -52,7 +52,7 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     t, data = recipe.training, recipe.data
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     validation = f", {len(splits.validation):,} validation" if splits.validation is not None else ""
-    head = f" ({recipe.classification.head} head)" if recipe.task == "classification" else ""
+    head = f" ({recipe.classification.head} head)" if recipe.is_classification else ""
     world = trainer.args.world_size
     batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
     steps = trainer.args.max_steps if trainer.args.max_steps > 0 else None

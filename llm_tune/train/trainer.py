@@ -103,7 +103,7 @@ def build_trainer(
             model=model, args=sft_config(recipe, arguments), train_dataset=train, eval_dataset=validation,
             processing_class=tokenizer,
         )
-    if recipe.task == "classification" and splits.validation is not None:
+    if recipe.is_classification and splits.validation is not None:
         trainer.label_rows = label_rows(recipe, splits.validation)
     trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
     for callback in watch_callbacks(recipe.training):
@@ -134,7 +134,7 @@ def trainer_class(recipe: Recipe) -> type:
     from llm_tune.train.monitor import ClassifierEvaluation
 
     mixins: list[type] = []
-    if recipe.task == "classification":
+    if recipe.is_classification:
         mixins.append(ClassifierEvaluation)
     if getattr(recipe.strategy, "unfreeze_every_steps", None) is not None:
         mixins.append(GradualUnfreezing)  # before LayerwiseRates: it widens what that one groups
