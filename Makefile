@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel on disk; the project's range keeps it.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,sweep]"
+	$(PY) -m pip install -q -e ".[test]"  # the test extra brings every optional extra (qlora, gguf, report, sweep)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -7,7 +7,11 @@ import tomllib
 from pathlib import Path
 
 project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+extras = project["optional-dependencies"]
+requirements = list(project["dependencies"])
+for requirement in extras["test"]:  # `llm_tune[a,b]` in the test extra: the extras it names
+    named = re.match(r"^llm_tune\[(.*)\]$", requirement)
+    requirements += [r for extra in named.group(1).split(",") for r in extras[extra]] if named else [requirement]
 for requirement in requirements:
     match = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([^,\s]+)", requirement)
     if not match:

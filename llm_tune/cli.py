@@ -1,6 +1,6 @@
 """Command line: `python -m llm_tune RECIPE.yaml [key.path=value ...]` and its subcommands.
 
-Heavy libraries (torch, transformers, peft, evaluate) are imported only by the command that needs them.
+Heavy libraries (torch, transformers, peft, trl) are imported only by the command that needs them.
 """
 
 from __future__ import annotations

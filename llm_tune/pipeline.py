@@ -13,6 +13,7 @@ from typing import Any
 
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
+from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
@@ -140,6 +141,9 @@ def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> Non
         from llm_tune.generation.samples import write_samples
 
         write_samples(trainer.model, tokenizer, recipe, out.samples)
+    if not installed("matplotlib"):  # an optional extra: the run is complete without its page
+        say(f"report.html not written: {missing('matplotlib', 'the run report')}, then python -m llm_tune report {out.root}")
+        return
     say(f"report written to {write_run_report(out.root)}")
 
 

@@ -15,6 +15,7 @@ PACKAGE = ROOT / "llm_tune"
 # reporting, sampling and exporting; sweep and doctor drive the pipeline's steps; the cli dispatches to all.
 LAYERS = [
     {"__init__", "errors", "ranks"},
+    {"extras"},
     {"console"},
     {"recipe"},
     {"run_folder"},
@@ -27,7 +28,7 @@ LAYERS = [
     {"cli"},
     {"__main__"},
 ]
-TORCH_FREE = {"errors", "console", "recipe"}
+TORCH_FREE = {"errors", "extras", "console", "recipe"}
 
 
 def unit(path: Path, package: Path = PACKAGE) -> str:

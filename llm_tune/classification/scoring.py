@@ -1,5 +1,5 @@
-"""Classification evaluation: predictions, metrics through `evaluate` (a local metric module), a table on
-the console, and RUN_DIR/eval/{metrics.json, predictions.jsonl}."""
+"""Classification evaluation: predictions, their scores (classification/metrics.py), a table on the console, and
+RUN_DIR/eval/{metrics.json, predictions.jsonl}."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json, write_text_atomic
-
-METRIC_MODULE = Path(__file__).parent / "metrics" / "classification"
 
 
 def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
@@ -54,14 +52,14 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
 
 
 def classification_metrics(probs: Any, truth: list[int], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision / recall / F1 and the confusion matrix (through `evaluate`, from the
-    metric module shipped here), and `loss`: the cross-entropy of the true labels' probabilities, which is the
-    sequence head's own loss and the generate head's loss over the label set."""
-    import evaluate
+    """Accuracy, macro-F1, per-class precision / recall / F1 and the confusion matrix, and `loss`: the cross-entropy
+    of the true labels' probabilities, which is the sequence head's own loss and the generate head's loss over the
+    label set."""
     import numpy as np
 
-    predicted = probs.argmax(-1).tolist()
-    scores = evaluate.load(str(METRIC_MODULE)).compute(predictions=predicted, references=truth, num_labels=len(labels))
+    from llm_tune.classification.metrics import label_scores
+
+    scores = label_scores(probs.argmax(-1).tolist(), truth, len(labels))
     loss = float(-np.log(np.clip(probs[np.arange(len(truth)), truth], 1e-12, None)).mean())
     return {"loss": loss, **scores}
 

@@ -10,6 +10,7 @@ from typing import Any
 from llm_tune.console import say
 from llm_tune.errors import UserError
 from llm_tune.export import verify
+from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import ExportConfig, Recipe
 from llm_tune.recipe.sources import ModelSource
 from llm_tune.run_folder import RunFolder
@@ -109,6 +110,8 @@ def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
         for key, (flag, why) in not_gguf.items():
             if key in given:
                 raise UserError(f"{flag}: not for --format gguf ({why})")
+        if not installed("gguf"):
+            raise UserError(missing("gguf", "--format gguf"))
     return options
 
 

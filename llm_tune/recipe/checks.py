@@ -3,12 +3,12 @@ naming its key. Torch-free: `validate` answers in a fraction of a second."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 from llm_tune.errors import UserError
+from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 
@@ -30,8 +30,7 @@ def load_checked(recipe_path: str | Path, overrides: list[str] = ()) -> Recipe:
 def check_recipe(recipe: Recipe) -> list[str]:
     problems = check_model_source(recipe.model) + check_data_paths(recipe.data) + check_output_dir(recipe.output_dir)
     strategy, data, training = recipe.strategy, recipe.data, recipe.training
-    if recipe.four_bit and importlib.util.find_spec("bitsandbytes") is None:
-        problems.append("strategy.kind: qlora needs bitsandbytes; pip install bitsandbytes, or use strategy.kind=lora")
+    problems += missing_extras(recipe)
     layers = num_hidden_layers(recipe.model) if not problems else None
     if isinstance(strategy, LoraStrategy) and layers is not None and strategy.layers_to_transform:
         outside = [i for i in strategy.layers_to_transform if not 0 <= i < layers]
@@ -158,6 +157,16 @@ def check_data_paths(cfg: DataConfig) -> list[str]:
     if cfg.chat_template and not Path(cfg.chat_template).is_file():
         problems.append(f"data.chat_template: file not found: {cfg.chat_template}")
     return problems
+
+
+def missing_extras(recipe: Recipe) -> list[str]:
+    """The optional packages (pip extras) this recipe's features need and this install lacks, one line each."""
+    needs = {  # key: (module, the feature, as the user wrote it)
+        "strategy.kind": ("bitsandbytes", "strategy.kind qlora") if recipe.four_bit else None,
+        "model.name_or_path": ("gguf", "a .gguf model") if ModelSource.parse(recipe.model.name_or_path).gguf_file else None,
+        "export.format": ("gguf", "export.format gguf") if recipe.export and recipe.export.format == "gguf" else None,
+    }
+    return [f"{key}: {missing(*need)}" for key, need in needs.items() if need and not installed(need[0])]
 
 
 def num_hidden_layers(cfg: ModelConfig) -> int | None:

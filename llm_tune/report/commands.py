@@ -6,6 +6,7 @@ from pathlib import Path
 
 from llm_tune.console import say
 from llm_tune.errors import UserError
+from llm_tune.extras import require
 
 COMPARISON = Path("report-compare.html")  # several runs, no --out: in the current directory
 
@@ -15,6 +16,7 @@ def report_command(run_dirs: list[Path], out: Path | None) -> Path:
         raise UserError("report: the same run folder is given twice; give each run once")
     if out is not None and out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out: {out} is not an .html file; give a path ending in .html")
+    require("matplotlib", "report")
     from llm_tune.report.page import write_comparison, write_run_report
 
     if len(run_dirs) == 1:

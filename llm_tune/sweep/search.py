@@ -10,6 +10,7 @@ from typing import Any
 
 from llm_tune.console import say
 from llm_tune.errors import UserError
+from llm_tune.extras import require
 from llm_tune.recipe.schema import TrainingConfig
 from llm_tune.run_folder import RunFolder, read_json
 from llm_tune.sweep.space import Dimension
@@ -18,10 +19,7 @@ STORAGE = "sweep-optuna.log"
 
 
 def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("--search random needs Optuna: pip install 'llm_tune[sweep]' (or pip install optuna)") from None
+    optuna = require("optuna", "--search random")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
     return optuna
 
