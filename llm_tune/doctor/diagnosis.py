@@ -8,7 +8,6 @@ is written but the optional --json file. Imported only by the `doctor` command.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,15 +76,10 @@ def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[s
 
 
 def resident_bytes() -> int:
-    """This process's resident memory now (Linux), else its peak so far."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    import resource
+    """This process's resident memory now."""
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return psutil.Process().memory_info().rss
 
 
 def device_section(recipe: Recipe) -> dict[str, Any]:
@@ -106,30 +100,20 @@ def device_section(recipe: Recipe) -> dict[str, Any]:
         free, total = torch.cuda.mem_get_info()
         name, kind = torch.cuda.get_device_name(), "cuda"
     else:
-        total, free = _host_memory()
+        import psutil
+
+        from llm_tune.report.environment import cpu_name
+
+        memory = psutil.virtual_memory()
+        total, free = memory.total, memory.available
         threads = torch.get_num_threads()
-        name, kind = f"{_cpu_name()}, {threads} thread{'s' * (threads != 1)}", "cpu"
+        name, kind = f"{cpu_name()}, {threads} thread{'s' * (threads != 1)}", "cpu"
     four_bit = recipe.four_bit
     return {
         "device": kind, "name": name, "weights_dtype": weights, "compute": compute, "why": why,
         "base": f"{four_bit.bnb_4bit_quant_type} 4-bit (bitsandbytes)" if four_bit else weights,
         "compute_bytes": 2 if mixed or weights == "bfloat16" else 4, "memory_total": total, "memory_available": free,
     }  # fmt: skip
-
-
-def _host_memory() -> tuple[int, int]:
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()}
-        return values["MemTotal"], values.get("MemAvailable", values["MemTotal"])
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return total, total
-
-
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
 
 
 def tokenized_rows(recipe: Recipe, model: Any, tokenizer: Any, splits: Any) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ leaves a folder that looks finished.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import sys
@@ -135,11 +134,12 @@ def _export_adapter(job: Job, tmp: Path) -> None:
 
 def copy_adapter(source: Path, tmp: Path, job: Job) -> None:
     import torch
+    from peft import PeftConfig
     from safetensors.torch import load_file, save_file
 
-    config = json.loads((source / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base_model_reference(job.recipe, job.options)
-    (tmp / ADAPTER_FILES[0]).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    config = PeftConfig.from_pretrained(str(source))  # the adapter's own config class (LoraConfig), through peft
+    config.base_model_name_or_path = base_model_reference(job.recipe, job.options)
+    config.save_pretrained(str(tmp))
     tensors = load_file(source / ADAPTER_FILES[1])
     if job.options.dtype:
         wanted = getattr(torch, job.options.dtype)
@@ -234,10 +234,9 @@ def _save_model(job: Job, model: Any, tmp: Path) -> None:
     import torch
 
     model.to(getattr(torch, job.dtype))
-    for config in (model.config, getattr(model.config, "text_config", None)):
-        if config is not None and hasattr(config, "quantization_config"):
-            del config.quantization_config
-    model.hf_quantizer = None
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # a quantized base merged into plain tensors: the saved config must not say 4-bit
+        quantizer.remove_quantization_config(model)
     model.config.use_cache = True
     model.config.pad_token_id = job.tokenizer.pad_token_id
     model.save_pretrained(tmp, max_shard_size=job.options.max_shard_size)

@@ -50,11 +50,19 @@ def export_folder_for(path: Path, merged: bool) -> Path:
 
 
 def set_timeout(seconds: float) -> None:
-    """Give huggingface_hub's shared client a finite timeout for connecting, reading, writing and pooling."""
+    """Make huggingface_hub's shared client through its own factory hook (set_client_factory), with a finite
+    timeout for connecting, reading, writing and pooling; the hub's default client keeps its request hook (offline
+    mode, request ids)."""
     import httpx2
-    from huggingface_hub.utils import get_session
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory  # the hub's own default, the factory we extend
 
-    get_session().timeout = httpx2.Timeout(seconds)
+    def client() -> httpx2.Client:
+        made = default_client_factory()
+        made.timeout = httpx2.Timeout(seconds)
+        return made
+
+    set_client_factory(client)
 
 
 def push_command(

@@ -43,10 +43,11 @@ def _device() -> str:
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
         return f"{count} x {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"CPU: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name: /proc/cpuinfo on Linux (neither psutil nor platform reports it there)."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
