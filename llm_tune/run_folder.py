@@ -24,6 +24,7 @@ from llm_tune.recipe.schema import Recipe
 # rank has finished its part), listing each file's size so a truncated file is caught too. (transformers'
 # get_last_checkpoint takes the highest checkpoint-N folder, complete or not: the very case this marker is for.)
 COMPLETE = "llm_tune-complete.json"
+MANIFEST = "export.json"  # written last into an export folder: its presence is what marks the export complete
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's folder names (transformers' _re_checkpoint)
 
 

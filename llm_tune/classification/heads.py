@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.data.formats import prompt_ids
+from llm_tune.data.prompts import prompt_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

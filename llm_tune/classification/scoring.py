@@ -26,7 +26,7 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
 def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
     """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
     from llm_tune.classification.heads import label_probabilities
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
 
     labels = recipe.classification.labels
     rows = classification_rows(recipe, spec, tokenizer)
@@ -104,7 +104,7 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
 
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.data.formats import render
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
     from llm_tune.model.trained import load_trained
 
     run = load_trained(run_dir)

@@ -259,12 +259,3 @@ def _truncation_note(name: str, split: Dataset, max_length: int, tokenizer: PreT
     if not over:
         return ""
     return f"{name}: {over} of {len(split)} rows are longer than data.max_length={max_length} and are truncated"
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> list[int]:
-    """Token ids of a rendered prompt, ending where the answer starts."""
-    if isinstance(prompt, str):
-        return tokenizer(prompt)["input_ids"]
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
-        "input_ids"
-    ]

@@ -86,9 +86,9 @@ def device_section(recipe: Recipe) -> dict[str, Any]:
     """Where the run computes and in which dtype, with the memory there."""
     import torch
 
-    from llm_tune.model.loading import mixed_precision, native_bf16, resolve_dtype
+    from llm_tune.model.precision import mixed_precision, native_bf16, weights_dtype_name
 
-    weights = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
+    weights = weights_dtype_name(recipe.model)
     mixed = mixed_precision(recipe.model)
     compute = "bfloat16 autocast" if mixed and weights == "float32" else weights
     why = {
@@ -137,7 +137,8 @@ def tokenized_rows(recipe: Recipe, model: Any, tokenizer: Any, splits: Any) -> l
 
 def _lengths(recipe: Recipe, split: Any, tokenizer: Any) -> list[int]:
     """Tokens per row before truncation, as TRL counts them; a sequence head reads the prompt alone."""
-    from llm_tune.data.formats import prompt_ids, token_lengths
+    from llm_tune.data.formats import token_lengths
+    from llm_tune.data.prompts import prompt_ids
 
     if not recipe.sequence_head:
         return token_lengths(split, tokenizer)
@@ -170,7 +171,7 @@ def _trained(row: dict[str, Any]) -> int:
 
 def _prompt_length(tokenizer: Any, row: dict[str, Any]) -> int:
     """Tokens before the first answer token: the prompt, or a chat up to its first assistant turn."""
-    from llm_tune.data.formats import prompt_ids
+    from llm_tune.data.prompts import prompt_ids
 
     if "prompt" in row:
         return len(prompt_ids(tokenizer, row["prompt"]))

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from llm_tune import __version__
-from llm_tune.export.job import base_model_reference, trained_dtype
+from llm_tune.export.job import base_model_reference
+from llm_tune.model.precision import trained_dtype
 from llm_tune.recipe.schema import ExportConfig, Recipe
 from llm_tune.recipe.sources import ModelSource
 from llm_tune.run_folder import RunFolder, read_json, write_text_atomic

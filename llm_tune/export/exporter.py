@@ -25,7 +25,6 @@ from llm_tune.errors import UserError
 from llm_tune.export import verify
 from llm_tune.export.job import (
     ADAPTER_FILES,
-    MANIFEST,
     VERIFICATION,
     ExportFailed,
     Job,
@@ -33,13 +32,13 @@ from llm_tune.export.job import (
     check,
     coarsest,
     export_options,
-    load_exported_model,
     outputs,
-    trained_dtype,
     training_arithmetic,
 )
+from llm_tune.model.precision import trained_dtype
+from llm_tune.model.trained import load_exported_model
 from llm_tune.recipe.schema import ExportConfig, Recipe
-from llm_tune.run_folder import RunFolder, write_json
+from llm_tune.run_folder import MANIFEST, RunFolder, write_json
 
 
 def export_run(run_dir: Path, options: ExportConfig | None = None, recipe: Recipe | None = None) -> Path:
@@ -188,7 +187,7 @@ def _export_gguf(job: Job, tmp: Path) -> None:
     """Merge in float32, gate the merge as for a merged folder, write the GGUF, then load it back with plain
     transformers and gate it against the merged model, within its type's tolerance, and its tokenizer against
     the run's."""
-    from llm_tune.export.files import export_chat_template, stop_token_ids
+    from llm_tune.data.prompts import export_chat_template, stop_token_ids
     from llm_tune.export.gguf_file import gguf_file_name, load_gguf, write_gguf
     from llm_tune.export.merge import build_merged
 
@@ -246,7 +245,8 @@ def _save_model(job: Job, model: Any, tmp: Path) -> None:
 def _support_files(job: Job, tmp: Path) -> None:
     """Tokenizer with the chat template training rendered with, and a generation config that stops at
     the token training taught the model to end with."""
-    from llm_tune.export.files import export_chat_template, generation_config
+    from llm_tune.data.prompts import export_chat_template
+    from llm_tune.export.files import generation_config
 
     job.tokenizer.chat_template = export_chat_template(job.tokenizer, job.recipe)
     job.tokenizer.save_pretrained(tmp)

@@ -193,7 +193,7 @@ def _step(step: dict[str, Any]) -> str:
 
 def _tokenizer(writer: Any, job: Job, vocab_size: int) -> None:
     """tokenizer.* keys: the byte-level BPE vocabulary and merges, special tokens and the chat template."""
-    from llm_tune.export.files import export_chat_template, stop_token_ids
+    from llm_tune.data.prompts import export_chat_template, stop_token_ids
 
     tokenizer = job.tokenizer
     state = json.loads(tokenizer.backend_tokenizer.to_str())

@@ -11,11 +11,11 @@ from llm_tune.console import say
 from llm_tune.errors import UserError
 from llm_tune.export import verify
 from llm_tune.extras import installed, missing
+from llm_tune.model.precision import trained_dtype
 from llm_tune.recipe.schema import ExportConfig, Recipe
 from llm_tune.recipe.sources import ModelSource
 from llm_tune.run_folder import RunFolder
 
-MANIFEST = "export.json"  # written last: its presence is what marks a folder as a complete export
 VERIFICATION = "verification.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -76,16 +76,6 @@ class Job:
         return self.recipe.classification.labels if self.classifier else None
 
 
-def trained_dtype(recipe: Recipe) -> str:
-    """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
-    from llm_tune.model.loading import resolve_dtype
-
-    name = recipe.four_bit.bnb_4bit_compute_dtype if recipe.four_bit else "auto"
-    if name == "auto":
-        name = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
-    return name
-
-
 def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
     """The recipe's export section (or the defaults) with the command line's choices on top."""
     from pydantic import ValidationError
@@ -127,7 +117,7 @@ def training_arithmetic(model: Any) -> Any:
 
 def outputs(job: Job, model: Any) -> verify.Outputs:
     """`model` on the job's verification prompts."""
-    from llm_tune.export.files import stop_token_ids
+    from llm_tune.data.prompts import stop_token_ids
 
     return verify.run_prompts(
         model,
@@ -148,15 +138,6 @@ def check(job: Job, name: str, candidate: verify.Outputs, reference: verify.Outp
 
 def coarsest(*dtypes: str) -> str:
     return max(dtypes, key=lambda name: verify.TOLERANCE[name])
-
-
-def load_exported_model(folder: Path, classifier: bool, dtype: str) -> Any:
-    """The export loaded exactly as a user would: the plain Auto class, no llm_tune code involved."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    return auto.from_pretrained(folder, dtype=getattr(torch, dtype))
 
 
 def base_model_reference(recipe: Recipe, options: ExportConfig) -> str:

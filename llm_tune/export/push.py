@@ -27,7 +27,8 @@ class PushFailed(UserError):
 def export_folder_for(path: Path, merged: bool) -> Path:
     """The folder to upload: PATH itself when it is an export, else the run's export (made if missing)."""
     from llm_tune.export.exporter import export_run
-    from llm_tune.export.job import MANIFEST, export_options
+    from llm_tune.export.job import export_options
+    from llm_tune.run_folder import MANIFEST
 
     if not path.is_dir():
         raise UserError(f"{path}: folder not found; give a run folder or an export folder")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llm_tune.data.prompts import rendered_rows, row_prompt_ids
 from llm_tune.recipe.schema import Recipe
 
 if TYPE_CHECKING:
@@ -54,40 +55,6 @@ def verification_prompts(recipe: Recipe, tokenizer: Any, count: int, max_tokens:
 
 def _fallback(tokenizer: Any, text: str) -> Any:
     return [{"role": "user", "content": text}] if tokenizer.chat_template else text
-
-
-def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
-    """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone."""
-    from llm_tune.data.formats import read_rows, render, row_problem
-    from llm_tune.errors import UserError
-
-    for spec in (recipe.data.validation, recipe.data.train):
-        if not spec:
-            continue
-        try:
-            rows = read_rows(spec)
-        except UserError:
-            continue  # data moved since training: the fallback prompts still verify the export
-        labels = recipe.classification.labels
-        good = [i for i in range(min(len(rows), 10 * count)) if row_problem(rows[i], recipe.data, labels) is None]
-        if good:
-            picked = rows.select(good[:count])
-            return list(render(picked, recipe.data, labels, tokenizer.chat_template is not None))
-    return []
-
-
-def row_prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
-    """The part of a row the model is asked to continue: the prompt, the chat up to its last reply, or half a text."""
-    from llm_tune.data.formats import prompt_ids
-
-    if "prompt" in row:
-        return prompt_ids(tokenizer, row["prompt"])
-    if "messages" in row:
-        messages = row["messages"]
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        return prompt_ids(tokenizer, messages[:last] or messages[:1])
-    ids = tokenizer(row["text"])["input_ids"]
-    return ids[: max(1, len(ids) // 2)]
 
 
 def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_tokens: int, stop: list[int], pad: int) -> Outputs:

@@ -16,10 +16,9 @@ SAMPLE_NEW_TOKENS = 96
 
 def write_samples(model: Any, tokenizer: Any, recipe: Recipe, path: Path) -> int:
     """Greedy answers to a few of the run's own prompts, with the rows' reference answers; the count written."""
-    from llm_tune.export.files import export_chat_template, stop_token_ids
-    from llm_tune.export.verify import rendered_rows, row_prompt_ids
+    from llm_tune.data.prompts import export_chat_template, rendered_rows, row_prompt_ids, stop_token_ids
     from llm_tune.model.decoding import greedy
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
 
     stock = tokenizer.chat_template
     tokenizer.chat_template = export_chat_template(tokenizer, recipe)  # the template training rendered with

@@ -9,9 +9,8 @@ from typing import Any
 
 from llm_tune.console import say
 from llm_tune.errors import UserError
-from llm_tune.export.job import MANIFEST
 from llm_tune.recipe.schema import Recipe
-from llm_tune.run_folder import RunFolder, read_json
+from llm_tune.run_folder import MANIFEST, RunFolder, read_json
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,8 @@ class Session:
 
     def prompt(self, text: str) -> list[int]:
         """`text` rendered as training rendered a row's prompt (chat template and system prompt, or raw text)."""
-        from llm_tune.data.formats import prompt_ids, user_prompt
+        from llm_tune.data.formats import user_prompt
+        from llm_tune.data.prompts import prompt_ids
 
         conversational = self.tokenizer.chat_template is not None
         if self.recipe is None:
@@ -47,7 +47,8 @@ class Session:
 
     def conversation(self, messages: list[dict[str, str]]) -> list[int]:
         """A multi-turn chat, with the recipe's system prompt, up to where the next assistant reply starts."""
-        from llm_tune.data.formats import prompt_ids, with_system
+        from llm_tune.data.formats import with_system
+        from llm_tune.data.prompts import prompt_ids
 
         system = self.recipe.data.system_prompt if self.recipe else None
         return prompt_ids(self.tokenizer, with_system(messages, system))
@@ -100,8 +101,8 @@ def _refuse_classifier(path: Path, task: str | None, run_dir: str) -> None:
 
 def open_session(target: Target) -> Session:
     """The target's model in eval mode (on the GPU when there is one), ready to answer."""
-    from llm_tune.export.files import export_chat_template, stop_token_ids
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.data.prompts import export_chat_template, stop_token_ids
+    from llm_tune.model.precision import mixed_precision
     from llm_tune.model.trained import load_trained
 
     if target.manifest is not None:
@@ -119,8 +120,8 @@ def open_session(target: Target) -> Session:
 def _export_session(target: Target) -> Session:
     from transformers import AutoTokenizer
 
-    from llm_tune.export.job import load_exported_model
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
+    from llm_tune.model.trained import load_exported_model
 
     dtype = target.manifest.get("dtype", "float32")
     if target.recipe is None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_tune.errors import UserError
+from llm_tune.model.precision import resolve_dtype
+from llm_tune.ranks import local_rank
 from llm_tune.recipe.schema import ModelConfig, QLoraStrategy
 from llm_tune.recipe.sources import ModelSource
 
@@ -21,46 +23,6 @@ if TYPE_CHECKING:
 
 # Tokens that may serve as padding without masking EOS or an end-of-turn marker out of the labels.
 _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|endoftext|>", "<unk>")
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """The dtype the weights are loaded in. `auto` keeps float32 weights, which are the optimizer's master copies;
-    the compute runs under bfloat16 autocast where the hardware has it (`mixed_precision`)."""
-    import torch
-
-    return torch.float32 if name == "auto" else getattr(torch, name)
-
-
-def native_bf16() -> bool:
-    """Whether this machine computes bfloat16 natively: a CUDA GPU that has it, or a CPU with AVX512-BF16 or AMX
-    (elsewhere bfloat16 matmuls are emulated and slower than float32)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def mixed_precision(cfg: ModelConfig) -> bool:
-    """Whether training, evaluation and prediction compute under bfloat16 autocast."""
-    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and native_bf16())
-
-
-def describe_device(cfg: ModelConfig) -> str:
-    """Where and in what the run computes, in words: `float32 weights, bfloat16 autocast on cpu (2 threads)`."""
-    import torch
-
-    if torch.cuda.is_available():
-        device = f"cuda ({torch.cuda.get_device_name()})"
-    else:
-        threads = torch.get_num_threads()
-        device = f"cpu ({threads} thread{'s' if threads > 1 else ''})"
-    if mixed_precision(cfg) and cfg.dtype == "auto":
-        return f"float32 weights, bfloat16 autocast on {device}"
-    if cfg.dtype == "auto":
-        return f"float32 on {device} (no native bfloat16 here)"
-    return f"{cfg.dtype} on {device}"
 
 
 def idle_cores_warning(world_size: int) -> str | None:
@@ -151,7 +113,7 @@ def load_model(
     if four_bit is not None:
         kwargs["quantization_config"] = quantization_config(four_bit, dtype)
         if torch.cuda.is_available():
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+            kwargs["device_map"] = {"": local_rank()}
     if labels is not None:
         kwargs.update(
             num_labels=len(labels),

@@ -1,4 +1,5 @@
-"""Loading a finished run's model back from its folder: the adapter on its base, or the saved model."""
+"""Loading a finished run's model back from its folder (the adapter on its base, or the saved model), or an export
+as a user would."""
 
 from __future__ import annotations
 
@@ -42,3 +43,12 @@ def load_trained(run_dir: Path) -> TrainedRun:
         model = load_model(saved, tokenizer, labels=labels)
     model.eval()
     return TrainedRun(recipe, model, tokenizer)
+
+
+def load_exported_model(folder: Path, classifier: bool, dtype: str) -> Any:
+    """The export loaded exactly as a user would: the plain Auto class, no llm_tune code involved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    return auto.from_pretrained(folder, dtype=getattr(torch, dtype))

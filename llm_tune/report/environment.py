@@ -15,7 +15,8 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "
 
 
 def environment(recipe: Recipe) -> dict[str, Any]:
-    from llm_tune.model.loading import mixed_precision, resolve_dtype
+    from llm_tune.model.precision import mixed_precision, weights_dtype_name
+    from llm_tune.ranks import world_size
 
     versions = {"llm_tune": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
@@ -23,7 +24,7 @@ def environment(recipe: Recipe) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    dtype = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.") + " weights"
+    dtype = weights_dtype_name(recipe.model) + " weights"
     if recipe.four_bit is not None:
         dtype = f"4-bit {recipe.four_bit.bnb_4bit_quant_type} base + {dtype.replace(' weights', ' adapter')}"
     if mixed_precision(recipe.model):
@@ -31,7 +32,7 @@ def environment(recipe: Recipe) -> dict[str, Any]:
     return {
         "versions": versions,
         "device": _device(),
-        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "processes": world_size(),
         "dtype": dtype,
         "platform": platform.platform(),
     }

@@ -58,7 +58,7 @@ class ClassifierEvaluation:
 
 
 def label_rows(recipe: Recipe, validation: Any) -> LabelRows:
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
 
     labels = recipe.classification.labels
     return LabelRows(

@@ -47,7 +47,8 @@ def use_progress(trainer: Any) -> None:
 
 def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: int) -> None:
     """The lines that open a run: model and device, strategy, data, schedule."""
-    from llm_tune.model.loading import describe_device, idle_cores_warning
+    from llm_tune.model.loading import idle_cores_warning
+    from llm_tune.model.precision import describe_device
 
     t, data = recipe.training, recipe.data
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])

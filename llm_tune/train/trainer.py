@@ -22,7 +22,7 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> d
     key left out would silently become TRL's choice rather than the recipe's."""
     import torch
 
-    from llm_tune.model.loading import mixed_precision
+    from llm_tune.model.precision import mixed_precision
     from llm_tune.train.monitor import best_model_arguments
 
     t = recipe.training

@@ -1,0 +1,90 @@
+"""Where a prompt ends and an answer starts, as training rendered it: the chat template a run trained with, a
+prompt's token ids, the part of a row the model continues, and the tokens an answer stops at. Generation, exports,
+classification and the doctor all ask here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from llm_tune.errors import UserError
+from llm_tune.recipe.schema import Recipe
+
+
+def export_chat_template(tokenizer: Any, recipe: Recipe) -> str | None:
+    """The recipe's own training template (without its {% generation %} markers, which render to nothing
+    but which other runtimes do not know), else the stock template the run saved."""
+    if recipe.data.chat_template and Path(recipe.data.chat_template).is_file():
+        text = Path(recipe.data.chat_template).read_text(encoding="utf-8")
+        return re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", text)
+    return tokenizer.chat_template
+
+
+def prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
+    """Token ids of a rendered prompt, ending where the answer starts."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
+
+
+def row_prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
+    """The part of a row the model is asked to continue: the prompt, the chat up to its last reply, or half a text."""
+    if "prompt" in row:
+        return prompt_ids(tokenizer, row["prompt"])
+    if "messages" in row:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        return prompt_ids(tokenizer, messages[:last] or messages[:1])
+    ids = tokenizer(row["text"])["input_ids"]
+    return ids[: max(1, len(ids) // 2)]
+
+
+def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
+    """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone."""
+    from llm_tune.data.formats import read_rows, render, row_problem
+
+    for spec in (recipe.data.validation, recipe.data.train):
+        if not spec:
+            continue
+        try:
+            rows = read_rows(spec)
+        except UserError:
+            continue  # data moved since training: the fallback prompts still verify the export
+        labels = recipe.classification.labels
+        good = [i for i in range(min(len(rows), 10 * count)) if row_problem(rows[i], recipe.data, labels) is None]
+        if good:
+            picked = rows.select(good[:count])
+            return list(render(picked, recipe.data, labels, tokenizer.chat_template is not None))
+    return []
+
+
+def stop_token_ids(tokenizer: Any, recipe: Recipe) -> list[int]:
+    """EOS (what TRL appends to raw text and classification answers) plus the chat template's end-of-turn
+    token, which ends every assistant reply that training rendered through the template."""
+    ids = [tokenizer.eos_token_id]
+    if tokenizer.chat_template and recipe.data.format != "completion":
+        end = end_of_turn_id(tokenizer)
+        if end is not None and end not in ids:
+            ids.append(end)
+    return [i for i in ids if i is not None]
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The first special token the chat template writes after an assistant reply."""
+    marker = "llmtuneendmarker"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # a template that refuses this shape (e.g. needs a system turn) has no usable answer
+        return None
+    after = text[text.find(marker) + len(marker) :] if marker in text else ""
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)
+    }
+    for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if token in special:
+            return token
+    return None
