@@ -1,6 +1,7 @@
 # make demo: set up (venv, install, default model) and fine-tune the sentiment recipe.
 # make test: set up and run the test suite (make test-slow: the slow end-to-end tests, which CI runs too).
 # make test-fast: the in-process tier (bad input, recipes, pure functions), under a minute: run it after every edit.
+# make format: ruff's layout over the tree; make typecheck: mypy over the typed core (pyproject's [tool.mypy]).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL := models/SmolLM2-135M-Instruct
@@ -10,7 +11,7 @@ THREADS := $(shell nproc)
 LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	--num_cpu_threads_per_process $(THREADS)
 
-.PHONY: setup model demo test test-fast test-slow compat clean
+.PHONY: setup model demo test test-fast test-slow format typecheck compat clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,11 +35,19 @@ demo: setup model
 # and tiny models, so two at a time halve the wall time without oversubscribing the cores.
 test: setup model
 	$(VENV)/bin/ruff check llm_tune tests bench
+	$(VENV)/bin/ruff format --check llm_tune tests bench
+	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not slow" tests
 
 # `llm_tune.cli.main([...])` in this process for the bad-input corpus and the recipes, and unit tests of pure functions.
 test-fast: setup model
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m fast tests
+
+format: setup
+	$(VENV)/bin/ruff format llm_tune tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
 
 # The end-to-end tests of several processes (distributed, resume, export, push); CI runs them after `make test`.
 test-slow: setup model

@@ -1,4 +1,4 @@
-"""Optional features and the pip extra that brings each. `pip install llm-tune` brings what SFT, LoRA and
+"""Optional features and the pip extra that brings each. `pip install llm_tune` brings what SFT, LoRA and
 classification need; a feature whose package is missing is one `error:` line naming the install command."""
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def locate(path: Path) -> Target:
         if manifest.get("layout") != "merged":
             raise UserError(
                 f"{path}: an adapter export; give its run folder, or a merged export"
-                " (`llm_tune export RUN_DIR --merge`)"
+                " (`python -m llm_tune export RUN_DIR --merge`)"
             )
         run = RunFolder(path.parent.parent)  # the default place: RUN_DIR/export/merged
         same = run.is_run() and run.root.resolve().name == manifest.get("run")

@@ -26,9 +26,9 @@ def native_bf16() -> bool:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     cpu = torch.cpu
-    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def mixed_precision(cfg: ModelConfig) -> bool:
@@ -43,7 +43,7 @@ def weights_dtype_name(cfg: ModelConfig) -> str:
 
 def trained_dtype(recipe: Recipe) -> str:
     """The dtype the trained weights computed in (qlora: the 4-bit compute dtype)."""
-    name = recipe.four_bit.bnb_4bit_compute_dtype if recipe.four_bit else "auto"
+    name: str = recipe.four_bit.bnb_4bit_compute_dtype if recipe.four_bit else "auto"
     if name == "auto":
         name = str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")
     return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from llm_tune.errors import UserError
@@ -16,7 +17,7 @@ from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSou
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def load_checked(recipe_path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_checked(recipe_path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """The resolved recipe, after the schema and every cross-field rule; UserError lists each problem."""
     from llm_tune.recipe.loading import load_recipe
 
@@ -185,4 +186,5 @@ def num_hidden_layers(cfg: ModelConfig) -> int | None:
         return None
     data = json.loads(config.read_text())
     data = data.get("text_config", data)
-    return data.get("num_hidden_layers") or data.get("n_layer")
+    layers = data.get("num_hidden_layers") or data.get("n_layer")
+    return int(layers) if layers is not None else None

@@ -7,7 +7,8 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo, PydanticUndefined
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import STRATEGIES, Recipe, Section

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from llm_tune.errors import UserError
 from llm_tune.recipe.schema import STRATEGIES, Recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """The fully resolved, validated recipe; raises UserError listing every problem."""
     path = Path(path)
     raw = _read_with_parents(path, seen=())
@@ -32,7 +33,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def resolved_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    return str(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = value
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     loc = [str(part) for part in err["loc"] if not str(part).startswith("function-after")]
     kind = None
     if loc[:1] == ["strategy"] and len(loc) > 1 and loc[1] in STRATEGIES:
@@ -134,7 +135,7 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{where}.kind: Input should be {', '.join(kinds[:-1])} or {kinds[-1]} (got {got!r})"
     if err["type"] == "missing":
         return f"{where}: required key is missing"
-    message = err["msg"].removeprefix("Value error, ")
+    message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] in ("value_error", "assertion_error") and not loc:
         return message
     got = err.get("input")

@@ -79,7 +79,8 @@ class LoraStrategy(Section):
 class QLoraStrategy(LoraStrategy):
     """LoRA over a 4-bit base (bitsandbytes; transformers BitsAndBytesConfig names)."""
 
-    kind: Literal["qlora"] = Field("qlora", description="qlora: a LoRA adapter over a 4-bit quantized base")
+    # The union's tag narrows in the subclass (pydantic's discriminated union); mypy sees a widening.
+    kind: Literal["qlora"] = Field("qlora", description="qlora: a LoRA adapter over a 4-bit quantized base")  # type: ignore[assignment]
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (nf4: QLoRA's NormalFloat4)")
     bnb_4bit_use_double_quant: bool = Field(True, description="quantize the quantization constants too")
     bnb_4bit_compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
