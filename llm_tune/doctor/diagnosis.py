@@ -14,19 +14,22 @@ from typing import Any
 
 from llm_tune.doctor import checks
 from llm_tune.doctor.checks import Findings
+from llm_tune.doctor.estimate import Device, MemoryEstimate
+from llm_tune.doctor.report import DoctorReport
 from llm_tune.doctor.text import report_lines
+from llm_tune.doctor.timing import TimeEstimate
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
 
-def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None) -> dict[str, Any]:
+def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None) -> DoctorReport:
     from llm_tune.recipe.checks import load_checked
 
     return doctor(load_checked(recipe_path, overrides), recipe_path, json_path)
 
 
-def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[str, Any]:
+def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> DoctorReport:
     """Print the report (and write it to json_path); raise UserError listing the problems, if any."""
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
@@ -38,18 +41,19 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> dict[st
     splits = training_data(recipe, tokenizer)
     runtime = resident_bytes()  # Python, torch, the libraries, tokenizer and data: all but the model
     model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
-    report: dict[str, Any] = {
-        "recipe": str(recipe_path), "model": recipe.model.name_or_path, "strategy": recipe.strategy.kind,
-        "task": recipe.task, "trainable_params": trainable, "total_params": total, "device": device_section(recipe),
-    }  # fmt: skip
+    device = device_section(recipe)
     rows = tokenized_rows(recipe, model, tokenizer, splits)
-    report.update(data_sections(recipe, tokenizer, splits, rows, found))
-    report["memory"] = memory_section(recipe, model, rows, runtime, report["device"], found)
-    report["time"] = time_section(recipe, model, tokenizer, splits, rows)
-    report.update(warnings=found.warnings, errors=found.errors)
+    sections = data_sections(recipe, tokenizer, splits, rows, found)
+    memory = memory_section(recipe, model, rows, runtime, device, found)
+    report = DoctorReport(
+        recipe=str(recipe_path), model=recipe.model.name_or_path, strategy=recipe.strategy.kind, task=recipe.task,
+        trainable_params=trainable, total_params=total, device=device, memory=memory,
+        time=time_section(recipe, model, tokenizer, splits, rows), warnings=found.warnings, errors=found.errors,
+        **sections,
+    )
     print("\n".join(report_lines(report)), flush=True)
     if json_path is not None:
-        write_json(json_path, report)
+        write_json(json_path, report.as_json())
     if found.errors:
         raise UserError(*found.errors)
     return report
@@ -82,7 +86,7 @@ def resident_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-def device_section(recipe: Recipe) -> dict[str, Any]:
+def device_section(recipe: Recipe) -> Device:
     """Where the run computes and in which dtype, with the memory there."""
     import torch
 
@@ -109,11 +113,11 @@ def device_section(recipe: Recipe) -> dict[str, Any]:
         threads = torch.get_num_threads()
         name, kind = f"{cpu_name()}, {threads} thread{'s' * (threads != 1)}", "cpu"
     four_bit = recipe.four_bit
-    return {
-        "device": kind, "name": name, "weights_dtype": weights, "compute": compute, "why": why,
-        "base": f"{four_bit.bnb_4bit_quant_type} 4-bit (bitsandbytes)" if four_bit else weights,
-        "compute_bytes": 2 if mixed or weights == "bfloat16" else 4, "memory_total": total, "memory_available": free,
-    }  # fmt: skip
+    return Device(
+        device=kind, name=name, weights_dtype=weights, compute=compute, why=why,
+        base=f"{four_bit.bnb_4bit_quant_type} 4-bit (bitsandbytes)" if four_bit else weights,
+        compute_bytes=2 if mixed or weights == "bfloat16" else 4, memory_total=total, memory_available=free,
+    )  # fmt: skip
 
 
 def tokenized_rows(recipe: Recipe, model: Any, tokenizer: Any, splits: Any) -> list[dict[str, Any]]:
@@ -190,8 +194,8 @@ def _shown_row(recipe: Recipe, tokenizer: Any, row: dict[str, Any], splits: Any)
     return {"row": row["row"] + 1, "text": checks.marked(segments), "segments": segments}
 
 
-def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runtime: int, device: dict[str, Any],
-                   found: Findings) -> dict[str, Any]:  # fmt: skip
+def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runtime: int, device: Device,
+                   found: Findings) -> MemoryEstimate:  # fmt: skip
     from llm_tune.doctor.estimate import PEAK_RULE, StepShape, estimate_memory, gib, peak_bytes, tally_model
 
     tally, reached = tally_model(model, recipe.adapter)
@@ -205,22 +209,22 @@ def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runti
         labels = 0 if recipe.sequence_head else sum(_trained(r) for r in longest)
     step = StepShape(
         batch=batch, tokens=tokens, label_positions=labels, reached_blocks=reached,
-        gradient_checkpointing=recipe.training.gradient_checkpointing, compute_bytes=device["compute_bytes"],
-        autocast=device["compute"] == "bfloat16 autocast" and recipe.four_bit is None,
-        lm_head=not recipe.sequence_head, device=device["device"],
+        gradient_checkpointing=recipe.training.gradient_checkpointing, compute_bytes=device.compute_bytes,
+        autocast=device.compute == "bfloat16 autocast" and recipe.four_bit is None,
+        lm_head=not recipe.sequence_head, device=device.device,
     )  # fmt: skip
-    items = estimate_memory(tally, step, runtime if device["device"] == "cpu" else 0)
+    items = estimate_memory(tally, step, runtime if device.device == "cpu" else 0)
     total = peak_bytes(items)
-    if total > device["memory_available"]:
+    if total > device.memory_available:
         found.warnings.append(
-            f"memory: the estimated peak {gib(total)} is more than the {gib(device['memory_available'])} available"
+            f"memory: the estimated peak {gib(total)} is more than the {gib(device.memory_available)} available"
             " now; lower training.per_device_train_batch_size or data.max_length, or set"
             " training.gradient_checkpointing: true"
         )
-    return {"items": items, "peak_bytes": total, "peak_rule": PEAK_RULE, "step": vars(step), "blocks": tally.blocks}
+    return MemoryEstimate(items=items, peak_bytes=total, peak_rule=PEAK_RULE, step=step, blocks=tally.blocks)
 
 
-def time_section(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]) -> dict | None:
+def time_section(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]) -> TimeEstimate | None:
     """None when no row keeps a trained token: there is nothing to time (and that is an error already)."""
     from llm_tune.doctor.timing import epoch_time, measure_steps
 

@@ -43,6 +43,29 @@ GPU_LOGIT_TILE = (4096, 32768)
 
 
 @dataclass(frozen=True)
+class Device:
+    """Where the run computes and in which dtype, with the memory there."""
+
+    device: str  # cpu | cuda
+    name: str  # the GPU, or the CPU and its threads
+    weights_dtype: str
+    compute: str  # the weights' dtype, or "bfloat16 autocast"
+    why: str  # the recipe's model.dtype, in words
+    base: str  # the base weights as stored (a 4-bit type for qlora)
+    compute_bytes: int
+    memory_total: int
+    memory_available: int
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One term of the estimate: its bytes, and how they were counted."""
+
+    bytes: int
+    how: str
+
+
+@dataclass(frozen=True)
 class StepShape:
     """The largest step the recipe will take: the batch padded to its longest row."""
 
@@ -140,7 +163,16 @@ def _lowest_trained_block(model: Any, blocks: Any) -> int:
     return len(blocks)  # only a head on top trains
 
 
-def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class MemoryEstimate:
+    items: dict[str, MemoryItem]  # in the order the report shows them
+    peak_bytes: int
+    peak_rule: str
+    step: StepShape
+    blocks: int
+
+
+def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> dict[str, MemoryItem]:
     """Each term's bytes and how it was computed, in the order a report shows them."""
     t, s = tally, step
     optimizer = 2 * t.trainable_params * t.trainable_element_bytes  # AdamW: exp_avg and exp_avg_sq per weight
@@ -154,7 +186,7 @@ def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> d
         kept = per_token * s.reached_blocks
         how = f"{s.batch} x {s.tokens} tokens x {t.hidden} hidden x {s.reached_blocks} blocks x {values:g} values"
     activations = int(s.batch * s.tokens * kept)
-    items: dict[str, dict[str, Any]] = {
+    items: dict[str, MemoryItem] = {
         "weights": _item(t.base_bytes + (0 if t.adapter else t.trainable_bytes),
                          f"{(t.base_params + (0 if t.adapter else t.trainable_params)) / 1e6:.1f}M params as stored"
                          f" ({_bytes_per_param(t)})"),
@@ -181,7 +213,7 @@ def _bytes_per_param(t: ModelTally) -> str:
     return f"{t.base_bytes / max(t.base_params, 1):.2f} bytes each"
 
 
-def _logits(t: ModelTally, s: StepShape) -> dict[str, Any]:
+def _logits(t: ModelTally, s: StepShape) -> MemoryItem:
     if not s.lm_head:
         return _item(s.batch * s.tokens * 4 * 8, "a classifier head: a few logits per position")
     if s.device == "cuda":
@@ -195,16 +227,16 @@ def _logits(t: ModelTally, s: StepShape) -> dict[str, Any]:
     )
 
 
-def _item(size: float, how: str) -> dict[str, Any]:
-    return {"bytes": int(size), "how": how}
+def _item(size: float, how: str) -> MemoryItem:
+    return MemoryItem(int(size), how)
 
 
-def peak_bytes(items: dict[str, dict[str, Any]]) -> int:
+def peak_bytes(items: dict[str, MemoryItem]) -> int:
     """The step's peak: what stays (runtime, weights, adapter, optimizer state) plus the larger of the two phases.
     Forward and backward hold the activations and logits (the backward frees them as the gradients arrive); the
     optimizer step holds the gradients and one temporary of their size (torch's foreach AdamW computes the update
     in a list of tensors like the weights). Measured: full fine-tuning with gradient checkpointing peaks there."""
-    size = {name: item["bytes"] for name, item in items.items()}
+    size = {name: item.bytes for name, item in items.items()}
     stays = sum(size.get(k, 0) for k in ("runtime", "weights", "adapter", "optimizer state"))
     step = size["activations"] + size["logits"] + size.get("autocast copies", 0)
     return stays + max(step, 2 * size["gradients"])

@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from llm_tune.doctor.checks import marked
 from llm_tune.doctor.estimate import GIB
+from llm_tune.doctor.report import DoctorReport
 from llm_tune.doctor.timing import duration
 
 
-def report_lines(r: dict[str, Any]) -> list[str]:
-    lines = [f"llm_tune doctor: {r['recipe']}", f"  model     {r['model']}",
-             f"  strategy  {r['strategy']}: {r['trainable_params']:,} trainable of {r['total_params']:,} params"
-             f" ({100 * r['trainable_params'] / max(r['total_params'], 1):.2f}%)"]  # fmt: skip
-    sections = (_device, _memory, _tokens, _trained, _labels if "labels" in r else None, _duplicates, _rows, _time)
+def report_lines(r: DoctorReport) -> list[str]:
+    lines = [f"llm_tune doctor: {r.recipe}", f"  model     {r.model}",
+             f"  strategy  {r.strategy}: {r.trainable_params:,} trainable of {r.total_params:,} params"
+             f" ({100 * r.trainable_params / max(r.total_params, 1):.2f}%)"]  # fmt: skip
+    sections = (_device, _memory, _tokens, _trained, _labels if r.labels is not None else None, _duplicates, _rows,
+                _time)  # fmt: skip
     for section in filter(None, sections):
         lines += ["", *section(r)]
-    if r["warnings"]:
-        lines += ["", *(f"warning: {w}" for w in r["warnings"])]
-    problems = len(r["errors"])
+    if r.warnings:
+        lines += ["", *(f"warning: {w}" for w in r.warnings)]
+    problems = len(r.errors)
     verdict = f"{problems} problem{'s' * (problems != 1)} (below)" if problems else "no problems"
-    lines += ["", f"doctor: {verdict}, {len(r['warnings'])} warning{'s' * (len(r['warnings']) != 1)}"]
+    lines += ["", f"doctor: {verdict}, {len(r.warnings)} warning{'s' * (len(r.warnings) != 1)}"]
     return lines
 
 
-def _device(r: dict[str, Any]) -> list[str]:
-    d = r["device"]
-    return ["device and dtype", f"  device    {d['device']} ({d['name']})", f"  weights   {d['base']}",
-            f"  compute   {d['compute']} ({d['why']})"]  # fmt: skip
+def _device(r: DoctorReport) -> list[str]:
+    d = r.device
+    return ["device and dtype", f"  device    {d.device} ({d.name})", f"  weights   {d.base}",
+            f"  compute   {d.compute} ({d.why})"]  # fmt: skip
 
 
-def _memory(r: dict[str, Any]) -> list[str]:
-    m, d = r["memory"], r["device"]
-    s = m["step"]
-    where = "resident memory" if d["device"] == "cpu" else "GPU memory; the CUDA context comes on top"
-    unit, size = ("GiB", GIB) if m["peak_bytes"] >= GIB else ("MiB", 2**20)
-    lines = [f"memory estimate (peak of a step: batch {s['batch']} x {s['tokens']} tokens, gradient through"
-             f" {s['reached_blocks']} of {m['blocks']} blocks; {where})"]  # fmt: skip
-    for name, item in m["items"].items():
-        lines.append(f"  {name:<16} {item['bytes'] / size:>8.2f} {unit}   {item['how']}")
-    lines.append(f"  {'peak':<16} {m['peak_bytes'] / size:>8.2f} {unit}   of {d['memory_total'] / GIB:.1f} GiB"
-                 f" ({d['memory_available'] / GIB:.1f} GiB available now)")  # fmt: skip
-    lines.append(f"  {'':<16} {'':>12}   peak = {m['peak_rule']}")
+def _memory(r: DoctorReport) -> list[str]:
+    m, d = r.memory, r.device
+    s = m.step
+    where = "resident memory" if d.device == "cpu" else "GPU memory; the CUDA context comes on top"
+    unit, size = ("GiB", GIB) if m.peak_bytes >= GIB else ("MiB", 2**20)
+    lines = [f"memory estimate (peak of a step: batch {s.batch} x {s.tokens} tokens, gradient through"
+             f" {s.reached_blocks} of {m.blocks} blocks; {where})"]  # fmt: skip
+    for name, item in m.items.items():
+        lines.append(f"  {name:<16} {item.bytes / size:>8.2f} {unit}   {item.how}")
+    lines.append(f"  {'peak':<16} {m.peak_bytes / size:>8.2f} {unit}   of {d.memory_total / GIB:.1f} GiB"
+                 f" ({d.memory_available / GIB:.1f} GiB available now)")  # fmt: skip
+    lines.append(f"  {'':<16} {'':>12}   peak = {m.peak_rule}")
     return lines
 
 
-def _tokens(r: dict[str, Any]) -> list[str]:
-    stats = r["tokens"]
+def _tokens(r: DoctorReport) -> list[str]:
+    stats = r.tokens
     max_length = next(iter(stats.values()))["max_length"]
     lines = [f"tokens per row (as the trainer tokenizes them; data.max_length {max_length})",
              f"  {'split':<11} {'rows':>6} {'min':>6} {'median':>7} {'p95':>6} {'max':>6} {'truncated':>10}"]  # fmt: skip
@@ -56,8 +56,8 @@ def _tokens(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _trained(r: dict[str, Any]) -> list[str]:
-    t = r["trained_tokens"]
+def _trained(r: DoctorReport) -> list[str]:
+    t = r.trained_tokens
     pad, eos = t["pad"], t["eos"]
     same = "the same as" if pad["id"] == eos["id"] else "not"
     lines = ["trained tokens", f"  pad       {pad['token']} (id {pad['id']}), {same} EOS {eos['token']} (id {eos['id']})"]
@@ -72,8 +72,8 @@ def _trained(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _labels(r: dict[str, Any]) -> list[str]:
-    splits = r["labels"]
+def _labels(r: DoctorReport) -> list[str]:
+    splits = r.labels or {}
     width = max(len(label) for label in splits["train"]) + 2
     head = "".join(f"{split:>18}" for split in splits)
     lines = ["label balance", f"  {'label':<{width}}{head}"]
@@ -86,8 +86,8 @@ def _labels(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _duplicates(r: dict[str, Any]) -> list[str]:
-    d = r["duplicates"]
+def _duplicates(r: DoctorReport) -> list[str]:
+    d = r.duplicates
     lines = ["duplicates (near: the same text up to case, punctuation and spacing)"]
     for split in ("train", "validation"):
         if split in d:
@@ -99,10 +99,10 @@ def _duplicates(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _rows(r: dict[str, Any]) -> list[str]:
-    lines = ["two training rows ([[...]] marks the tokens that train)" if "label" not in (r["rows"] or [{}])[0]
+def _rows(r: DoctorReport) -> list[str]:
+    lines = ["two training rows ([[...]] marks the tokens that train)" if "label" not in (r.rows or [{}])[0]
              else "two training rows ([[...]] marks the token the classifier head reads)"]  # fmt: skip
-    for row in r["rows"]:
+    for row in r.rows:
         label = f" -> label {row['label']!r}" if "label" in row else ""
         lines.append(f"  row {row['row']}{label}:")
         text = marked([tuple(piece) for piece in row["segments"]], visible_newlines=True).rstrip("\n")
@@ -110,15 +110,15 @@ def _rows(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _time(r: dict[str, Any]) -> list[str]:
-    t = r["time"]
+def _time(r: DoctorReport) -> list[str]:
+    t = r.time
     if t is None:
         return ["time      not measured: no row keeps a trained token"]
     return [
-        f"time (measured: {t['steps']} optimizer steps on {t['sampled_rows']} sampled rows, one process; the first"
+        f"time (measured: {t.steps} optimizer steps on {t.sampled_rows} sampled rows, one process; the first"
         " step warms up and is not timed)",
-        f"  per step   {t['seconds_per_step']:>8.2f} s    ({t['tokens_per_s']:.0f} non-padding tokens/s)",
-        f"  per epoch  {duration(t['epoch_seconds']):>10}    ({t['steps_per_epoch']} step{'s' * (t['steps_per_epoch'] != 1)}, {t['epoch_tokens']:,} tokens)",
-        f"  this run   {duration(t['run_seconds']):>10}    ({t['run']})",
+        f"  per step   {t.seconds_per_step:>8.2f} s    ({t.tokens_per_s:.0f} non-padding tokens/s)",
+        f"  per epoch  {duration(t.epoch_seconds):>10}    ({t.steps_per_epoch} step{'s' * (t.steps_per_epoch != 1)}, {t.epoch_tokens:,} tokens)",
+        f"  this run   {duration(t.run_seconds):>10}    ({t.run})",
     ]
 

@@ -6,6 +6,7 @@ import math
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,28 @@ from llm_tune.run_folder import RunFolder
 MEASURED_STEPS = 3  # the first one warms up (kernel choice, allocations) and is not timed
 
 
-def measure_steps(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, kept: list[int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Measured:
+    """A few real optimizer steps on sampled rows: seconds per step and non-padding tokens per second."""
+
+    sampled_rows: int
+    steps: int
+    seconds_per_step: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class TimeEstimate(Measured):
+    """The measured steps scaled to an epoch and to the whole run."""
+
+    steps_per_epoch: int
+    epoch_tokens: int
+    epoch_seconds: float
+    run_seconds: float
+    run: str  # what the run trains for, in words: "N steps" or "N epochs"
+
+
+def measure_steps(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, kept: list[int]) -> Measured:
     """Seconds per optimizer step and non-padding tokens per second over steps 2..MEASURED_STEPS, one process, on
     a seeded sample of the rows that keep a trained token (`kept`)."""
     from transformers import TrainerCallback
@@ -49,20 +71,19 @@ def measure_steps(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, kept:
     (start, seen), (end, last) = marks[0], marks[-1]
     seconds = (end - start) / max(len(marks) - 1, 1)
     tokens_per_s = (last - seen) / (end - start) if end > start else 0.0
-    return {"sampled_rows": len(picked), "steps": len(marks), "seconds_per_step": seconds,
-            "tokens_per_s": tokens_per_s}  # fmt: skip
+    return Measured(sampled_rows=len(picked), steps=len(marks), seconds_per_step=seconds, tokens_per_s=tokens_per_s)
 
 
-def epoch_time(measured: dict[str, Any], recipe: Recipe, rows: int, epoch_tokens: int) -> dict[str, Any]:
+def epoch_time(measured: Measured, recipe: Recipe, rows: int, epoch_tokens: int) -> TimeEstimate:
     """An epoch's seconds at the measured tokens per second (steps of other lengths scale by their tokens), and the
     whole run's: max_steps steps, or num_train_epochs epochs."""
     t = recipe.training
     steps = max(1, math.ceil(rows / (t.per_device_train_batch_size * t.gradient_accumulation_steps)))
-    rate = measured["tokens_per_s"]
-    epoch = epoch_tokens / rate if rate else measured["seconds_per_step"] * steps
+    rate = measured.tokens_per_s
+    epoch = epoch_tokens / rate if rate else measured.seconds_per_step * steps
     run = epoch * (t.max_steps / steps if t.max_steps > 0 else t.num_train_epochs)
-    return {**measured, "steps_per_epoch": steps, "epoch_tokens": epoch_tokens, "epoch_seconds": epoch,
-            "run_seconds": run, "run": f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epochs"}  # fmt: skip
+    return TimeEstimate(**vars(measured), steps_per_epoch=steps, epoch_tokens=epoch_tokens, epoch_seconds=epoch,
+                        run_seconds=run, run=f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epochs")
 
 
 def duration(seconds: float) -> str:

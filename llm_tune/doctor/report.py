@@ -1,0 +1,36 @@
+"""The doctor's findings, as one typed value between the checks that make it, the text that prints it and the --json
+file that stores it (the same names: the JSON keys are the field names)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from llm_tune.doctor.estimate import Device, MemoryEstimate
+from llm_tune.doctor.timing import TimeEstimate
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    recipe: str
+    model: str
+    strategy: str
+    task: str
+    trainable_params: int
+    total_params: int
+    device: Device
+    tokens: dict[str, dict[str, Any]]  # per split: checks.length_stats
+    trained_tokens: dict[str, Any]  # checks.eos_findings and the rows truncation leaves untrained
+    rows: list[dict[str, Any]]  # two rendered training rows, the trained pieces marked
+    duplicates: dict[str, Any]  # checks.duplicate_findings
+    memory: MemoryEstimate
+    time: TimeEstimate | None  # None when no row keeps a trained token
+    warnings: list[str]
+    errors: list[str]
+    labels: dict[str, dict[str, int]] | None = None  # label balance per split, for labelled rows
+
+    def as_json(self) -> dict[str, Any]:
+        found = asdict(self)
+        if self.labels is None:
+            del found["labels"]
+        return found
