@@ -175,8 +175,8 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch):
         "--search random needs optuna, which is not installed: pip install 'llm_tune[sweep]'"]
     qlora = _recipe(strategy={"kind": "qlora"}, export={"format": "gguf"})
     assert missing_extras(qlora) == [
-        "strategy.kind: strategy.kind qlora needs bitsandbytes, which is not installed: pip install 'llm_tune[qlora]'",
-        "export.format: export.format gguf needs gguf, which is not installed: pip install 'llm_tune[gguf]'",
+        "strategy.kind: qlora needs bitsandbytes, which is not installed: pip install 'llm_tune[qlora]'",
+        "export.format: a gguf export needs gguf, which is not installed: pip install 'llm_tune[gguf]'",
     ]
     assert missing_extras(_recipe()) == []
 

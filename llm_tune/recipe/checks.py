@@ -163,9 +163,9 @@ def check_data_paths(cfg: DataConfig) -> list[str]:
 def missing_extras(recipe: Recipe) -> list[str]:
     """The optional packages (pip extras) this recipe's features need and this install lacks, one line each."""
     needs = {  # key: (module, the feature, as the user wrote it)
-        "strategy.kind": ("bitsandbytes", "strategy.kind qlora") if recipe.four_bit else None,
+        "strategy.kind": ("bitsandbytes", "qlora") if recipe.four_bit else None,
         "model.name_or_path": ("gguf", "a .gguf model") if ModelSource.parse(recipe.model.name_or_path).gguf_file else None,
-        "export.format": ("gguf", "export.format gguf") if recipe.export and recipe.export.format == "gguf" else None,
+        "export.format": ("gguf", "a gguf export") if recipe.export and recipe.export.format == "gguf" else None,
     }
     return [f"{key}: {missing(*need)}" for key, need in needs.items() if need and not installed(need[0])]
 
