@@ -33,11 +33,13 @@ def tokenizer():
     return tok
 
 
+@pytest.mark.fast
 def test_pad_token_is_not_eos(tokenizer):
     assert AutoTokenizer.from_pretrained(SMOLLM2).pad_token == tokenizer.eos_token  # as shipped
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("generation_prompt", [False, True])
 def test_training_template_renders_byte_identically(tokenizer, generation_prompt):
     stock = (TEMPLATES / "smollm2.jinja").read_text()

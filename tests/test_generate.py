@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV, ROOT, base_recipe, run_cli, run_cli_together, write_jsonl, write_recipe
+from conftest import ENV, ROOT, base_recipe, call_cli, run_cli, run_cli_together, write_jsonl, write_recipe
 
 SYSTEM = "You name fruit."
 QUESTION = "Question 3: name a fruit."
@@ -120,14 +120,15 @@ def test_chat_on_a_merged_export_ends_at_the_end_of_input(runs):
     assert done.returncode == 0 and done.stdout.count("assistant> ") == 1  # Ctrl-D: the end of input
 
 
+@pytest.mark.fast
 def test_a_classification_run_points_to_predict(tiny_model, data_dir, tmp_path):
     recipe = base_recipe(tiny_model, data_dir, tmp_path / "cls", task="classification",
                          data={"train": str(data_dir / "reviews.jsonl"), "format": "classification"})
-    resolved = run_cli("validate", write_recipe(tmp_path / "cls.yaml", recipe)).stdout
+    resolved = call_cli("validate", write_recipe(tmp_path / "cls.yaml", recipe)).stdout
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "recipe.resolved.yaml").write_text(resolved, encoding="utf-8")  # what a run leaves first
     for command in (["generate", tmp_path / "cls", "--prompt", "Great film."], ["chat", tmp_path / "cls"]):
-        done = run_cli(*command, check=False)
+        done = call_cli(*command, check=False)
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.splitlines() == [
             f"error: {tmp_path / 'cls'}: a classification run answers with label probabilities, not text; use"
@@ -147,6 +148,7 @@ def test_bad_input_is_one_error_line(runs, tmp_path):
         assert done.returncode == 2 and done.stderr.startswith(start) and len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.fast
 def test_a_prompt_renders_as_training_rendered_its_row():
     from datasets import Dataset
 

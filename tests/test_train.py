@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SMOLLM2, base_recipe, run_cli, set_strategy, write_jsonl, write_recipe
+from conftest import SMOLLM2, base_recipe, call_cli, run_cli, set_strategy, write_jsonl, write_recipe
 
 CASES = {
     # strategy: (format, data file, extra recipe sections)
@@ -113,6 +113,7 @@ def test_packed_batch_loss_equals_the_unpacked_one(tiny_model, data_dir, tmp_pat
     assert first_losses[True] == pytest.approx(first_losses[False], abs=1e-4)
 
 
+@pytest.mark.fast
 def test_packing_isolation_at_the_model_level(tiny_model):
     """Packed rows with position_ids and the cache off score each sequence exactly as alone."""
     from transformers import AutoModelForCausalLM
@@ -181,8 +182,8 @@ def test_qlora_counts_its_parameters_as_peft_does(runs, tiny_model):
     assert (trainable, total) == get_peft_model(model, config).get_nb_trainable_parameters()
 
 
-def test_a_user_error_exits_with_its_own_code(monkeypatch, capsys):
-    from llm_tune import cli
+@pytest.mark.fast
+def test_a_user_error_exits_with_its_own_code(monkeypatch):
     from llm_tune.errors import UserError
     from llm_tune.recipe import keys
 
@@ -193,22 +194,20 @@ def test_a_user_error_exits_with_its_own_code(monkeypatch, capsys):
         raise Refused("keys: refused")
 
     monkeypatch.setattr(keys, "key_lines", refuse)
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["keys"])
-    assert stop.value.code == 7 and capsys.readouterr().err.strip() == "error: keys: refused"
+    done = call_cli("keys", check=False)
+    assert done.returncode == 7 and done.stderr.strip() == "error: keys: refused"
 
 
-def test_an_unexpected_exception_is_one_line_naming_the_saved_traceback(monkeypatch, capsys):
+@pytest.mark.fast
+def test_an_unexpected_exception_is_one_line_naming_the_saved_traceback(monkeypatch):
     from pathlib import Path as P
 
-    from llm_tune import cli
     from llm_tune.recipe import keys
 
     monkeypatch.setattr(keys, "key_lines", lambda section: {}["missing"])
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["keys"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert stop.value.code == 1 and len(err) == 1
+    done = call_cli("keys", check=False)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1
     assert err[0].startswith("error: llm_tune hit a bug: KeyError: 'missing'; the traceback is in ")
     saved = P(err[0].split("the traceback is in ")[1].split(" (please")[0])
     assert "Traceback" in saved.read_text() and "KeyError" in saved.read_text()
