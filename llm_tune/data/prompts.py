@@ -39,7 +39,12 @@ def row_prompt_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         return prompt_ids(tokenizer, messages[:last] or messages[:1])
     ids = tokenizer(row["text"])["input_ids"]
-    return ids[: max(1, len(ids) // 2)]
+    return ids[: text_prompt_end(ids)]
+
+
+def text_prompt_end(ids: list[int]) -> int:
+    """A raw text (completion format) has no prompt: its first half stands in for one."""
+    return max(1, len(ids) // 2)
 
 
 def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:

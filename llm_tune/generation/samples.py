@@ -51,6 +51,8 @@ def _shown(row: dict[str, Any], tokenizer: Any) -> tuple[str, str]:
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         shown = "\n".join(f"{m['role']}: {m['content']}" for m in messages[:last] if m["role"] != "system")
         return shown, messages[last]["content"]
-    ids = tokenizer(row["text"])["input_ids"]  # a raw text: its first half is the prompt (as row_prompt_ids cuts)
-    half = max(1, len(ids) // 2)
+    from llm_tune.data.prompts import text_prompt_end
+
+    ids = tokenizer(row["text"])["input_ids"]
+    half = text_prompt_end(ids)
     return tokenizer.decode(ids[:half]), tokenizer.decode(ids[half:])
