@@ -191,3 +191,33 @@ def test_every_extra_named_in_a_message_is_declared_in_pyproject():
     for module, extra in EXTRAS.items():
         assert any(dep.replace("-", "_").startswith(module) for dep in extras[extra]), (module, extra)
         assert not any(dep.replace("-", "_").startswith(module) for dep in declared["dependencies"]), module
+
+
+# the doctor's data checks
+
+
+def test_length_stats_and_the_truncation_warning():
+    from llm_tune.doctor.checks import Findings, length_stats, truncation_findings
+
+    stats = length_stats([5, 1, 9, 30, 7], max_length=8)
+    assert (stats.rows, stats.min, stats.median, stats.p95, stats.max, stats.truncated) == (5, 1, 7, 30, 30, 2)
+    found = Findings()
+    truncation_findings({"train": stats}, found)
+    assert found.warnings == ["train: 2 of 5 rows (40%) are longer than data.max_length=8 and lose their end (the"
+                              " longest has 30 tokens); raise data.max_length or shorten the rows"]
+
+
+def test_duplicates_near_duplicates_conflicts_and_leakage_are_counted():
+    from dataclasses import asdict
+
+    from llm_tune.doctor.checks import DuplicateCounts, Findings, duplicate_findings
+
+    train = [("Good film.", "pos"), ("Good film.", "pos"), ("GOOD film!", "neg"), ("Dull.", "neg")]
+    found = Findings()
+    d = duplicate_findings(train, [("dull", "neg"), ("New.", "pos")], found)
+    assert d.train == DuplicateCounts(exact_duplicates=1, near_duplicates=1, conflicting_labels=1)
+    assert d.validation == DuplicateCounts(0, 0, 0) and d.train_validation_overlap == 1
+    assert len(found.warnings) == 3 and found.warnings[2].startswith("data.validation: 1 of 2 rows also appear")
+    alone = duplicate_findings(train, None, Findings())
+    assert alone.validation is None and alone.train_validation_overlap is None
+    assert asdict(alone.train) == {"exact_duplicates": 1, "near_duplicates": 1, "conflicting_labels": 1}

@@ -26,23 +26,33 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
 
 
-def length_stats(lengths: list[int], max_length: int) -> dict[str, Any]:
-    """min / median / p95 / max tokens per row and how many rows max_length truncates."""
+@dataclass(frozen=True)
+class LengthStats:
+    """Tokens per row of one split, and how many rows max_length truncates."""
+
+    rows: int
+    min: int
+    median: float
+    p95: int  # nearest-rank percentile
+    max: int
+    truncated: int
+    max_length: int
+
+
+def length_stats(lengths: list[int], max_length: int) -> LengthStats:
     ordered = sorted(lengths)
-    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest-rank percentile
+    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
     over = sum(n > max_length for n in ordered)
-    return {
-        "rows": len(ordered), "min": ordered[0], "median": statistics.median(ordered), "p95": p95,
-        "max": ordered[-1], "truncated": over, "max_length": max_length,
-    }  # fmt: skip
+    return LengthStats(rows=len(ordered), min=ordered[0], median=statistics.median(ordered), p95=p95,
+                       max=ordered[-1], truncated=over, max_length=max_length)  # fmt: skip
 
 
-def truncation_findings(stats: dict[str, dict[str, Any]], found: Findings) -> None:
+def truncation_findings(stats: dict[str, LengthStats], found: Findings) -> None:
     for split, s in stats.items():
-        if s["truncated"] and s["truncated"] / s["rows"] > HEAVY_TRUNCATION:
+        if s.truncated and s.truncated / s.rows > HEAVY_TRUNCATION:
             found.warnings.append(
-                f"{split}: {s['truncated']} of {s['rows']} rows ({100 * s['truncated'] / s['rows']:.0f}%) are longer"
-                f" than data.max_length={s['max_length']} and lose their end (the longest has {s['max']} tokens);"
+                f"{split}: {s.truncated} of {s.rows} rows ({100 * s.truncated / s.rows:.0f}%) are longer"
+                f" than data.max_length={s.max_length} and lose their end (the longest has {s.max} tokens);"
                 f" raise data.max_length or shorten the rows"
             )
 
@@ -187,15 +197,29 @@ def row_key(row: dict[str, Any], classification: bool) -> tuple[str, str]:
     return row["text"], ""
 
 
+@dataclass(frozen=True)
+class DuplicateCounts:
+    exact_duplicates: int
+    near_duplicates: int  # the same text up to case, punctuation and spacing
+    conflicting_labels: int  # texts that appear with more than one label
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    train: DuplicateCounts
+    validation: DuplicateCounts | None = None  # None: no validation rows
+    train_validation_overlap: int | None = None  # validation rows also in train (leakage)
+
+
 def duplicate_findings(train: list[tuple[str, str]], validation: list[tuple[str, str]] | None,
-                       found: Findings) -> dict[str, Any]:  # fmt: skip
+                       found: Findings) -> Duplicates:  # fmt: skip
     """Exact and near (normalised) duplicates within each split, and validation rows also in train (leakage)."""
-    section: dict[str, Any] = {}
+    counts: dict[str, DuplicateCounts] = {}
     for split, keys in (("train", train), ("validation", validation)):
         if keys is None:
             continue
         exact, near, conflicting, example = _duplicates(keys)
-        section[split] = {"exact_duplicates": exact, "near_duplicates": near, "conflicting_labels": conflicting}
+        counts[split] = DuplicateCounts(exact, near, conflicting)
         if exact or near:
             found.warnings.append(
                 f"data.{split}: {exact} exact and {near} near-duplicate rows (same text up to case, punctuation and"
@@ -203,16 +227,16 @@ def duplicate_findings(train: list[tuple[str, str]], validation: list[tuple[str,
             )
         if conflicting:
             found.warnings.append(f"data.{split}: {conflicting} texts appear with different labels; fix their labels")
-    if validation is not None:
-        seen = {normalise(text) for text, _ in train}
-        leaked = [text for text, _ in validation if normalise(text) in seen]
-        section["train_validation_overlap"] = len(leaked)
-        if leaked:
-            found.warnings.append(
-                f"data.validation: {len(leaked)} of {len(validation)} rows also appear in data.train (after"
-                f" normalising), e.g. {_clip(leaked[0])!r}; validation scores overstate the model: remove them"
-            )
-    return section
+    if validation is None:
+        return Duplicates(counts["train"])
+    seen = {normalise(text) for text, _ in train}
+    leaked = [text for text, _ in validation if normalise(text) in seen]
+    if leaked:
+        found.warnings.append(
+            f"data.validation: {len(leaked)} of {len(validation)} rows also appear in data.train (after"
+            f" normalising), e.g. {_clip(leaked[0])!r}; validation scores overstate the model: remove them"
+        )
+    return Duplicates(counts["train"], counts["validation"], len(leaked))
 
 
 def _duplicates(keys: list[tuple[str, str]]) -> tuple[int, int, int, str]:

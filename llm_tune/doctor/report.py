@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llm_tune.doctor.checks import Duplicates, LengthStats
 from llm_tune.doctor.estimate import Device, MemoryEstimate
 from llm_tune.doctor.timing import TimeEstimate
 
@@ -19,10 +20,10 @@ class DoctorReport:
     trainable_params: int
     total_params: int
     device: Device
-    tokens: dict[str, dict[str, Any]]  # per split: checks.length_stats
+    tokens: dict[str, LengthStats]  # per split
     trained_tokens: dict[str, Any]  # checks.eos_findings and the rows truncation leaves untrained
     rows: list[dict[str, Any]]  # two rendered training rows, the trained pieces marked
-    duplicates: dict[str, Any]  # checks.duplicate_findings
+    duplicates: Duplicates
     memory: MemoryEstimate
     time: TimeEstimate | None  # None when no row keeps a trained token
     warnings: list[str]
@@ -33,4 +34,7 @@ class DoctorReport:
         found = asdict(self)
         if self.labels is None:
             del found["labels"]
+        for key in ("validation", "train_validation_overlap"):  # no validation rows: nothing to count
+            if found["duplicates"][key] is None:
+                del found["duplicates"][key]
         return found

@@ -47,12 +47,11 @@ def _memory(r: DoctorReport) -> list[str]:
 
 def _tokens(r: DoctorReport) -> list[str]:
     stats = r.tokens
-    max_length = next(iter(stats.values()))["max_length"]
+    max_length = next(iter(stats.values())).max_length
     lines = [f"tokens per row (as the trainer tokenizes them; data.max_length {max_length})",
              f"  {'split':<11} {'rows':>6} {'min':>6} {'median':>7} {'p95':>6} {'max':>6} {'truncated':>10}"]  # fmt: skip
     for split, s in stats.items():
-        lines.append(f"  {split:<11} {s['rows']:>6} {s['min']:>6} {s['median']:>7g} {s['p95']:>6} {s['max']:>6}"
-                     f" {s['truncated']:>10}")  # fmt: skip
+        lines.append(f"  {split:<11} {s.rows:>6} {s.min:>6} {s.median:>7g} {s.p95:>6} {s.max:>6} {s.truncated:>10}")
     return lines
 
 
@@ -89,13 +88,12 @@ def _labels(r: DoctorReport) -> list[str]:
 def _duplicates(r: DoctorReport) -> list[str]:
     d = r.duplicates
     lines = ["duplicates (near: the same text up to case, punctuation and spacing)"]
-    for split in ("train", "validation"):
-        if split in d:
-            s = d[split]
-            lines.append(f"  {split:<11} exact {s['exact_duplicates']:>5}   near {s['near_duplicates']:>5}"
-                         f"   conflicting labels {s['conflicting_labels']:>4}")  # fmt: skip
-    if "train_validation_overlap" in d:
-        lines.append(f"  leakage     {d['train_validation_overlap']} validation rows also in train")
+    for split, s in (("train", d.train), ("validation", d.validation)):
+        if s is not None:
+            lines.append(f"  {split:<11} exact {s.exact_duplicates:>5}   near {s.near_duplicates:>5}"
+                         f"   conflicting labels {s.conflicting_labels:>4}")  # fmt: skip
+    if d.train_validation_overlap is not None:
+        lines.append(f"  leakage     {d.train_validation_overlap} validation rows also in train")
     return lines
 
 
