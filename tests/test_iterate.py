@@ -172,9 +172,30 @@ def test_layerwise_rates_decay_from_the_top_block(tiny_model, data_dir, tmp_path
     recipe = base_recipe(tiny_model, data_dir, tmp_path / "run", strategy={"kind": "full"},
                          training={"layerwise_lr_decay": 0.5, "learning_rate": 1e-3, "max_steps": 2, "save_steps": 2})  # fmt: skip
     done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
-    assert "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, embeddings 2.50e-04" in done.stdout
+    # The tiny model ties its input embeddings to the LM head: that one weight trains at the head's full rate.
+    expected = "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, head and other modules 1.00e-03"
+    assert expected in done.stdout
     optimizer = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
-    assert sorted({g["initial_lr"] for g in optimizer["param_groups"]}) == [2.5e-4, 5e-4, 1e-3]
+    assert sorted({g["initial_lr"] for g in optimizer["param_groups"]}) == [5e-4, 1e-3]
+
+
+def test_layerwise_rates_give_untied_embeddings_the_rate_below_block_0_and_a_tied_head_the_full_rate():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_tune.train.layers import layerwise_groups
+
+    def rates(tied: bool) -> dict[str, float]:
+        config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)  # fmt: skip
+        model = LlamaForCausalLM(config)
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = layerwise_groups(model, 1e-3, 0.5, 0.0, set())
+        return {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+
+    untied, tied = rates(False), rates(True)
+    assert untied["model.embed_tokens.weight"] == 2.5e-4 and untied["lm_head.weight"] == 1e-3
+    assert tied["model.embed_tokens.weight"] == 1e-3  # the same Parameter as lm_head.weight
+    assert untied["model.layers.0.mlp.up_proj.weight"] == tied["model.layers.0.mlp.up_proj.weight"] == 5e-4
 
 
 def test_compare_tables_differing_keys_and_metrics(stopped, tiny_model, data_dir, review_files, tmp_path):
