@@ -60,7 +60,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "recipe-is-a-folder": Case(["{w}"], "a folder, not a recipe file"),
         "recipe-missing": Case(["{w}/nope.yaml"], "nope.yaml: recipe file not found"),
         "recipe-bad-yaml": Case(train, "not valid YAML (line", {"r.yaml": "model: [unclosed\n"}),
-        "recipe-duplicate-key": Case(train, "r.yaml: key 'training' is given twice (lines 2 and 4)",
+        "recipe-duplicate-key": Case(train, "r.yaml: key 'training' is given twice (lines 1 and 4)",
                                      {"r.yaml": "training:\n  max_steps: 2\nmodel: {name_or_path: x}\ntraining:\n"
                                                 "  learning_rate: 0.1\n"}),
         "recipe-duplicate-nested-key": Case(train, "r.yaml: key 'max_steps' is given twice (lines 2 and 3)",

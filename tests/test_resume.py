@@ -147,6 +147,13 @@ def test_kill_in_a_later_epoch_and_resume_with_the_recipe_defaults(tmp_path, tin
     assert sorted(got) == sorted(expected) and len(expected) >= 2 * per_epoch
     assert killed_at < max(expected) and killed_at > per_epoch
     assert got == expected  # float32 on one process: bit for bit
+    # Throughput counts only what the resumed process trained, not the tokens its checkpoint restored.
+    history = json.loads((tmp_path / "whole" / "trainer_state.json").read_text())["log_history"]
+    restored = next(e["num_input_tokens_seen"] for e in history if e["step"] == killed_at and "loss" in e)
+    whole, resumed = (json.loads((o / "metrics.json").read_text()) for o in (tmp_path / "whole", out))
+    assert whole["run_tokens"] == whole["train_tokens"] == resumed["train_tokens"]
+    assert resumed["run_tokens"] == resumed["train_tokens"] - restored > 0
+    assert resumed["tokens_per_s"] == pytest.approx(resumed["run_tokens"] / resumed["train_runtime_s"], rel=1e-3)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_model, data_dir, cache):
