@@ -1,10 +1,13 @@
 """The peer of bench/speed.py: LoRA SFT as a user would write it with TRL alone, on a CPU.
 
-TRL's defaults throughout (gradient checkpointing on, no packing, loss on the completion), except what a
-CPU user must set: bf16=False (TRL refuses its default bf16 without a GPU) and the run's shape.
+TRL's defaults throughout (gradient checkpointing on, bf16 autocast where the CPU has it, no packing, loss on the
+completion) plus peft's defaults (lora_dropout 0) for the adapter shape llm_tune trains (r 16, alpha 32,
+all-linear); the only switch is use_cpu=True, with which TRL keeps its bf16 default on a CPU. --no-checkpointing
+is the second peer row: what a user who reads the docs also turns off. --epochs trains whole epochs (the same
+rows as llm_tune's run of the same epochs); --steps caps the run instead.
 
     python bench/peer_trl.py --model models/SmolLM2-135M-Instruct --data rows.jsonl --format alpaca \
-        --batch 8 --max-length 256 --steps 10 --out result.json
+        --batch 8 --max-length 256 --epochs 1 --out result.json [--no-checkpointing]
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ def main() -> None:
     parser.add_argument("--format", choices=["alpaca", "chat", "classification"], required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=-1, help="a step cap; -1 (default): --epochs whole epochs")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--no-checkpointing", action="store_true", help="the second peer: activation checkpointing off")
     args = parser.parse_args()
 
     import torch
@@ -49,13 +54,16 @@ def main() -> None:
     with open(args.data, encoding="utf-8") as f:
         rows = [to_row(json.loads(line), args.format) for line in f if line.strip()]
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    # Only what a CPU run needs, plus the run's shape; logging_steps as in the instruct recipes.
-    config = SFTConfig(
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")  # peft's dropout: 0
+    # use_cpu is the one switch; the rest is the run's shape, and no saving or reporting (not timed work).
+    shape: dict[str, Any] = dict(
         output_dir=tempfile.mkdtemp(prefix="peer-trl-"), per_device_train_batch_size=args.batch,
-        max_length=args.max_length, max_steps=args.steps, bf16=False, report_to="none", logging_steps=5,
-        include_num_input_tokens_seen="non_padding", save_strategy="no",
+        max_length=args.max_length, max_steps=args.steps, num_train_epochs=args.epochs, report_to="none",
+        logging_steps=5, include_num_input_tokens_seen="non_padding", save_strategy="no", use_cpu=True,
     )  # fmt: skip
+    if args.no_checkpointing:
+        shape["gradient_checkpointing"] = False
+    config = SFTConfig(**shape)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), peft_config=lora)
     started = time.perf_counter()
     trainer.train()
@@ -68,6 +76,8 @@ def main() -> None:
         "tokens_per_s": tokens / seconds,
         "s_per_step": seconds / max(steps, 1),
         "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": config.bf16,
+        "rows": len(rows),
     }
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)

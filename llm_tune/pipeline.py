@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llm_tune.console import is_main_process, say
+from llm_tune.console import WARNINGS, is_main_process, say
 from llm_tune.errors import UserError
 from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import Recipe
@@ -160,6 +160,7 @@ def _prepare_output_dir(out: RunFolder, recipe: Recipe, replacing: bool) -> None
     if recipe.training.resume is not None:
         discard_incomplete(out.checkpoints)
     out.root.mkdir(parents=True, exist_ok=True)
+    WARNINGS.write_to(out.root / "warnings.log")  # the warnings so far, then each new one as it comes
     out.write_recipe(recipe)
     write_json(out.environment, environment(recipe))
 
@@ -186,13 +187,17 @@ def _train_resumably(trainer: Any, recipe: Recipe, out: RunFolder) -> Any:
 
 def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: int) -> dict[str, Any]:
     tokens = int(trainer.state.num_input_tokens_seen)
+    # A resumed run restores the count of the steps it did not train: the rate is over what this run trained in
+    # its runtime (the Trainer notes the restored count when it starts training).
+    run_tokens = tokens - int(getattr(trainer, "_initial_num_input_tokens_seen", 0) or 0)
     return {
         "train_loss": result.training_loss,
         "train_runtime_s": round(runtime, 3),
         "train_steps": trainer.state.global_step,
         "train_examples": round((trainer.state.epoch or 0) * len(trainer.train_dataset)),
         "train_tokens": tokens,
-        "tokens_per_s": round(tokens / runtime, 2) if runtime else 0.0,
+        "run_tokens": run_tokens,
+        "tokens_per_s": round(run_tokens / runtime, 2) if runtime else 0.0,
         "trainable_params": trainable,
         "total_params": total,
     }

@@ -60,6 +60,11 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "recipe-is-a-folder": Case(["{w}"], "a folder, not a recipe file"),
         "recipe-missing": Case(["{w}/nope.yaml"], "nope.yaml: recipe file not found"),
         "recipe-bad-yaml": Case(train, "not valid YAML (line", {"r.yaml": "model: [unclosed\n"}),
+        "recipe-duplicate-key": Case(train, "r.yaml: key 'training' is given twice (lines 1 and 4)",
+                                     {"r.yaml": "training:\n  max_steps: 2\nmodel: {name_or_path: x}\ntraining:\n"
+                                                "  learning_rate: 0.1\n"}),
+        "recipe-duplicate-nested-key": Case(train, "r.yaml: key 'max_steps' is given twice (lines 2 and 3)",
+                                            {"r.yaml": "training:\n  max_steps: 2\n  max_steps: 3\n"}),
         "recipe-a-list": Case(train, "a recipe must be a mapping of keys, got list", {"r.yaml": "- a\n- b\n"}),
         "recipe-empty": Case(train, "model: required key is missing", {"r.yaml": ""}),
         "unknown-key": run("training.lerning_rate: unknown key (did you mean 'learning_rate'?)",
@@ -163,6 +168,9 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         # watching validation, sweeps, comparing runs
         "eval-steps-without-validation": run("training.eval_steps: 2, but there are no validation rows",
                                              **{"training.eval_steps": 2}),
+        "threshold-without-patience": run("training.early_stopping_threshold: 0.01 without training.early_stopping_patience"
+                                          " has no effect", **{"training.early_stopping_threshold": 0.01,
+                                                               "training.eval_steps": 2}),
         "early-stopping-without-evaluations": run("training.early_stopping_patience: 2 needs evaluations to compare",
                                                   **{"training.early_stopping_patience": 2}),
         "accuracy-for-an-sft-run": run("training.metric_for_best_model: eval_accuracy is a classification metric",

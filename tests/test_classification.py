@@ -41,10 +41,11 @@ def test_both_heads_train_save_and_evaluate(tiny_model, data_dir, tmp_path, head
     done = run_cli(recipe)
     assert "accuracy" in done.stdout and "confusion matrix" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     at_train_end = json.loads((out / "eval" / "metrics.json").read_text())
     predictions = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 8 and all(p["prediction"] in ("negative", "positive") for p in predictions)
+    # The recorded accuracy is the share of the written predictions that are right.
+    assert metrics["eval_accuracy"] == sum(p["prediction"] == p["label"] for p in predictions) / 8
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in predictions)
     # `eval` reloads the saved run: the same predictions as the in-memory model at the end of training.
     run_cli("eval", out)
@@ -129,3 +130,40 @@ def test_an_unknown_label_is_an_error_naming_the_row(tiny_model, data_dir, tmp_p
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"error: {bad}:3: label 'neutral' is not one of the labels ['negative', 'positive']" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("head", ["sequence", "generate"])
+def test_eval_and_predict_cut_prompts_as_training_did(tiny_model, data_dir, tmp_path, head):
+    """A prompt longer than data.max_length is scored on the tokens training kept (one function for both), not on
+    the whole prompt: the probabilities equal the model's on the training encoding and differ from the uncut ones."""
+    import torch
+    from datasets import Dataset
+
+    from llm_tune.classification.heads import classifier_prompt_ids, label_probabilities
+    from llm_tune.classification.scoring import predict_command
+    from llm_tune.data.formats import render
+    from llm_tune.model.trained import load_trained
+
+    out = tmp_path / "run"
+    recipe = classification_recipe(tiny_model, data_dir, out, head, "lora", learning_rate=1e-2, max_steps=2)
+    recipe["data"].update(max_length=48, system_prompt="", prompt="{text}")  # the training rows fit: none is dropped
+    run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    text = "An endless review that says a great deal about the film, " * 8 + "and in the end it was lovely."
+    got = predict_command(out, [text], None)[0]
+
+    run = load_trained(out)
+    labels, max_length = run.recipe.classification.labels, run.recipe.data.max_length
+    rows = Dataset.from_dict({"text": [text], "label": [labels[0]]})
+    prompt = render(rows, run.recipe.data, labels, True)["prompt"][0]
+    kept = classifier_prompt_ids(run.tokenizer, prompt, max_length, 0 if head == "sequence" else 3)
+    assert len(kept) < len(classifier_prompt_ids(run.tokenizer, prompt, 10_000))  # the prompt was cut
+    whole = label_probabilities(run.model, run.tokenizer, [prompt], labels, head, 1, 10_000)[0]
+    if head == "sequence":
+        from llm_tune.classification.heads import encode_for_classifier
+
+        ids = encode_for_classifier(run.tokenizer, labels, max_length)({"prompt": [prompt], "label": [labels[0]]})
+        with torch.no_grad():
+            logits = run.model(input_ids=torch.tensor(ids["input_ids"])).logits
+        expected = torch.softmax(logits.float(), -1)[0].tolist()
+        assert [got[label] for label in labels] == pytest.approx(expected, abs=1e-6)
+    assert max(abs(got[label] - p) for label, p in zip(labels, whole)) > 1e-4  # cutting changed the answer

@@ -50,7 +50,12 @@ def test_a_demo_launch_prints_only_what_a_user_can_act_on(tiny_model, data_dir, 
     lines = [re.sub(r".*\r", "", line) for line in said.splitlines()]  # a progress bar's last state
     ours = [line for line in lines if line.startswith("[llm_tune]")]
     assert [line.split()[1] for line in ours[:4]] == ["model", "strategy", "data", "training"]
-    assert f"cpu ({os.cpu_count()} threads)" in ours[0] and "warning" not in said  # every core computes
+    assert f"cpu ({os.cpu_count()} threads)" in ours[0] and "warning:" not in said  # every core computes
+    # The libraries' warnings are all known noise here: none shown, every one kept and counted.
+    kept = (tmp_path / "run" / "warnings.log").read_text()
+    assert "torch.jit.script_method" in kept and "known noise" in kept
+    assert re.search(rf"\[llm_tune\] \d+ warnings \(\d+ distinct, 0 shown above\) kept in {tmp_path / 'run'}/warnings.log",
+                     said)  # fmt: skip
     assert ours[-1].startswith(f"[llm_tune] run folder {tmp_path / 'run'}: adapter/")
     assert "confusion matrix" in said
     assert len(lines) < 40, "\n".join(lines)
@@ -75,3 +80,28 @@ def test_verbose_brings_the_library_logs_back(tiny_model, data_dir, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", sentiment(tiny_model, data_dir, tmp_path))
     done = run_cli(recipe, "--verbose", "training.max_steps=1")
     assert "LOAD REPORT" in done.stdout + done.stderr
+
+
+def test_warnings_are_shown_once_unless_known_noise_and_all_kept(tmp_path, capsys):
+    import warnings
+
+    from llm_tune.console import WarningLog
+
+    log = WarningLog()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = log.show
+        for _ in range(3):
+            warnings.warn("the tokenizer has no pad token; using eos", UserWarning, stacklevel=1)
+        warnings.warn("`torch.jit.script_method` is deprecated. Please switch to `torch.compile`", DeprecationWarning,
+                      stacklevel=1)  # fmt: skip
+        log.write_to(tmp_path / "warnings.log")  # the run folder appears: what came before is written too
+        warnings.warn("labels were cast to float", FutureWarning, stacklevel=1)
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert [line.split(" (")[0] for line in shown] == [
+        "warning: UserWarning: the tokenizer has no pad token; using eos", "warning: FutureWarning: labels were cast to float",
+    ]  # fmt: skip
+    kept = (tmp_path / "warnings.log").read_text().splitlines()
+    assert [line.split(":")[0] for line in kept] == ["UserWarning x3", "DeprecationWarning x1 (known noise, not shown)",
+                                                      "FutureWarning x1"]  # fmt: skip
+    assert log.summary() == f"5 warnings (3 distinct, 2 shown above) kept in {tmp_path / 'warnings.log'}"

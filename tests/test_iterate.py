@@ -123,8 +123,10 @@ def test_a_random_sweep_samples_ranges_with_optuna_and_continues(tiny_model, dat
     recipe = write_recipe(tmp_path / "r.yaml", classifier(tiny_model, data_dir, tmp_path / "sweep", review_files))
     args = ["sweep", recipe, "--search", "random", "--vary", "training.learning_rate=loguniform(1e-4,1e-2)",
             "--vary", "strategy.r=[2,4]", "training.max_steps=2"]  # fmt: skip
-    run_cli(*args, "--trials", "2")
-    more = run_cli(*args, "--trials", "3")
+    first = run_cli(*args, "--trials", "2", "training.eval_steps=null")
+    assert "warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not set" \
+        in first.stdout
+    more = run_cli(*args, "--trials", "3", "training.eval_steps=null")
     assert "2 trials finished before; 1 to go" in more.stdout
     with (tmp_path / "sweep" / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -132,26 +134,44 @@ def test_a_random_sweep_samples_ranges_with_optuna_and_continues(tiny_model, dat
     assert len({r["training.learning_rate"] for r in rows}) == 3
 
 
+class _Trial:
+    def __init__(self, prune_from: int) -> None:
+        self.reported, self.prune_from = [], prune_from
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return len(self.reported) >= self.prune_from
+
+
 def test_pruning_stops_a_trial_when_optuna_says_so():
     from transformers import TrainerControl, TrainerState
 
     from llm_tune.sweep.search import prune_callback
 
-    class Trial:
-        reported: list = []
-
-        def report(self, value, step):
-            self.reported.append((step, value))
-
-        def should_prune(self):
-            return len(self.reported) >= 2
-
-    trial, control, state = Trial(), TrainerControl(), TrainerState()
+    trial, control, state = _Trial(2), TrainerControl(), TrainerState(max_steps=6)
     watch = prune_callback(trial, "eval_loss")
     for step in (2, 4):
         state.global_step = step
         watch.on_evaluate(None, state, control, metrics={"eval_loss": 1.0 / step})
     assert trial.reported == [(2, 0.5), (4, 0.25)] and control.should_training_stop and watch.pruned_at == 4
+
+
+def test_pruning_never_fires_on_the_end_of_run_evaluation():
+    """A trial that trained to its last step is finished: neither the evaluation at the last step nor the one after
+    training is reported, so Optuna cannot record it as pruned."""
+    from transformers import TrainerControl, TrainerState
+
+    from llm_tune.sweep.search import prune_callback
+
+    trial, control, state = _Trial(1), TrainerControl(), TrainerState(max_steps=4)
+    watch = prune_callback(trial, "eval_loss")
+    state.global_step = 4
+    watch.on_evaluate(None, state, control, metrics={"eval_loss": 0.5})  # eval_steps divides max_steps
+    watch.on_train_end(None, state, control)
+    watch.on_evaluate(None, state, control, metrics={"eval_loss": 0.5})  # the pipeline's closing evaluate()
+    assert trial.reported == [] and not watch.pruned and not control.should_training_stop
 
 
 def test_a_linear_probe_trains_only_the_head(tiny_model, data_dir, review_files, tmp_path):
@@ -172,9 +192,30 @@ def test_layerwise_rates_decay_from_the_top_block(tiny_model, data_dir, tmp_path
     recipe = base_recipe(tiny_model, data_dir, tmp_path / "run", strategy={"kind": "full"},
                          training={"layerwise_lr_decay": 0.5, "learning_rate": 1e-3, "max_steps": 2, "save_steps": 2})  # fmt: skip
     done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
-    assert "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, embeddings 2.50e-04" in done.stdout
+    # The tiny model ties its input embeddings to the LM head: that one weight trains at the head's full rate.
+    expected = "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, head and other modules 1.00e-03"
+    assert expected in done.stdout
     optimizer = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
-    assert sorted({g["initial_lr"] for g in optimizer["param_groups"]}) == [2.5e-4, 5e-4, 1e-3]
+    assert sorted({g["initial_lr"] for g in optimizer["param_groups"]}) == [5e-4, 1e-3]
+
+
+def test_layerwise_rates_give_untied_embeddings_the_rate_below_block_0_and_a_tied_head_the_full_rate():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_tune.train.layers import layerwise_groups
+
+    def rates(tied: bool) -> dict[str, float]:
+        config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)  # fmt: skip
+        model = LlamaForCausalLM(config)
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = layerwise_groups(model, 1e-3, 0.5, 0.0, set())
+        return {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+
+    untied, tied = rates(False), rates(True)
+    assert untied["model.embed_tokens.weight"] == 2.5e-4 and untied["lm_head.weight"] == 1e-3
+    assert tied["model.embed_tokens.weight"] == 1e-3  # the same Parameter as lm_head.weight
+    assert untied["model.layers.0.mlp.up_proj.weight"] == tied["model.layers.0.mlp.up_proj.weight"] == 5e-4
 
 
 def test_compare_tables_differing_keys_and_metrics(stopped, tiny_model, data_dir, review_files, tmp_path):

@@ -99,6 +99,63 @@ def test_kill_and_resume_matches_the_uninterrupted_run(tmp_path, tiny_model, dat
         assert (tensor - final_resumed[name]).abs().max().item() <= 1e-6, name
 
 
+LATER_EPOCH = {
+    # The shipped recipes with their defaults (length grouping, accumulation, cosine warmup, eval and early stopping
+    # where the recipe has them) on the tiny model in float32; checkpoints every few steps so a kill lands in a
+    # later epoch. 60 instruct rows at 4 x accumulation 2: 8 steps an epoch, 24 in all.
+    "instruct": ("instruct-lora.yaml", 8, ["training.save_steps=3"]),
+    # 48 reviews at batch 8: 6 steps an epoch, 12 in all; evaluation (and so saving) every 3 steps, early stopping
+    # armed with a patience it cannot exhaust, so its counter is part of the state a resume must restore.
+    "sentiment": ("sentiment.yaml", 6, [
+        "training.eval_steps=3", "training.save_steps=3", "training.early_stopping_patience=50",
+        "training.early_stopping_threshold=0.0",
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LATER_EPOCH))
+def test_kill_in_a_later_epoch_and_resume_with_the_recipe_defaults(tmp_path, tiny_model, cache, name):
+    """SIGKILL after a checkpoint in the second epoch or later, resume with training.resume=auto: every step's loss
+    equals the uninterrupted run's exactly (float32, no dropout), whatever order the default sampler draws."""
+    from llm_tune.train.checkpoints import latest_complete
+
+    file, per_epoch, overrides = LATER_EPOCH[name]
+    overrides = [f"model.name_or_path={tiny_model}", "model.dtype=float32", "strategy.lora_dropout=0.0",
+                 "training.logging_steps=1", *overrides]  # fmt: skip
+    if name == "sentiment":
+        rows = (ROOT / "data" / "sentiment" / "train.jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / "train.jsonl").write_text("".join(rows[:48]))
+        overrides.append(f"data.train={tmp_path / 'train.jsonl'}")
+    recipe = ROOT / "recipes" / file
+    run_cli(recipe, f"output_dir={tmp_path / 'whole'}", *overrides, env=cache)
+
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    process = start(recipe, log, cache, f"output_dir={out}", *overrides)
+    later = lambda: (c := latest_complete(out / "checkpoints")) is not None and int(c.name.split("-")[1]) > per_epoch  # noqa: E731
+    wait_for(later, process, log)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    killed_at = int(latest_complete(out / "checkpoints").name.split("-")[1])
+    assert not (out / "adapter").exists()
+    run_cli(recipe, f"output_dir={out}", *overrides, "training.resume=auto", env=cache)
+
+    expected, got = step_losses(tmp_path / "whole"), step_losses(out)
+    print(f"\n{name}: killed after checkpoint-{killed_at} (epoch {killed_at // per_epoch + 1}, {per_epoch} steps an"
+          " epoch); step: uninterrupted | killed+resumed | difference")  # fmt: skip
+    for step in expected:
+        print(f"{step:3d}: {expected[step]:.8f} | {got.get(step, float('nan')):.8f} | {got.get(step, 0) - expected[step]:.1e}")
+    assert sorted(got) == sorted(expected) and len(expected) >= 2 * per_epoch
+    assert killed_at < max(expected) and killed_at > per_epoch
+    assert got == expected  # float32 on one process: bit for bit
+    # Throughput counts only what the resumed process trained, not the tokens its checkpoint restored.
+    history = json.loads((tmp_path / "whole" / "trainer_state.json").read_text())["log_history"]
+    restored = next(e["num_input_tokens_seen"] for e in history if e["step"] == killed_at and "loss" in e)
+    whole, resumed = (json.loads((o / "metrics.json").read_text()) for o in (tmp_path / "whole", out))
+    assert whole["run_tokens"] == whole["train_tokens"] == resumed["train_tokens"]
+    assert resumed["run_tokens"] == resumed["train_tokens"] - restored > 0
+    assert resumed["tokens_per_s"] == pytest.approx(resumed["run_tokens"] / resumed["train_runtime_s"], rel=1e-3)
+
+
 def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, tiny_model, data_dir, cache):
     from llm_tune.train.checkpoints import is_complete
 

@@ -4,6 +4,7 @@ folder, frozen-layer identity, packing isolation and a falling loss."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,9 @@ def test_each_strategy_writes_the_run_folder(runs, kind):
         assert (weights / "model.safetensors").is_file() and (weights / "config.json").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"train_loss", "train_runtime_s", "train_tokens", "tokens_per_s"} <= set(metrics)
-    assert metrics["train_tokens"] > 0 and metrics["tokens_per_s"] > 0
     state = json.loads((out / "trainer_state.json").read_text())
+    assert metrics["train_tokens"] == metrics["run_tokens"] == state["num_input_tokens_seen"] > 0
+    assert metrics["tokens_per_s"] == pytest.approx(metrics["train_tokens"] / metrics["train_runtime_s"], rel=1e-3)
     assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3]
     assert (out / "recipe.resolved.yaml").is_file()
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
@@ -63,7 +65,8 @@ def test_each_strategy_writes_the_run_folder(runs, kind):
 
 def test_validation_data_gives_an_eval_loss(runs):
     metrics = json.loads((runs["frozen"][0] / "metrics.json").read_text())
-    assert metrics["eval_loss"] > 0
+    history = json.loads((runs["frozen"][0] / "trainer_state.json").read_text())["log_history"]
+    assert metrics["eval_loss"] == [e["eval_loss"] for e in history if "eval_loss" in e][-1]  # the closing evaluation
 
 
 def test_lora_adapter_loads_with_plain_peft(runs, tiny_model):
@@ -95,22 +98,30 @@ def test_loss_falls_on_a_learnable_task(tiny_model, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_packed_batch_loss_equals_the_unpacked_one(tiny_model, data_dir, tmp_path):
-    """Packing must not let sequences attend across their boundaries: same rows, same first-step loss."""
+@pytest.mark.skipif(not (SMOLLM2 / "config.json").is_file(), reason="SmolLM2 is not in models/ (make model)")
+def test_packed_batch_loss_equals_the_unpacked_one(data_dir, tmp_path):
+    """Packing must not let sequences attend across their boundaries: same rows, same first-step loss, on SmolLM2
+    (whose loss depends on the context a row sees). The tolerance is 1/100 of a measured signal: how far the loss
+    moves when the same prompts get each other's answers."""
+    pairs = ((1, "one"), (22, "twenty-two"), (333, "three hundred thirty-three"), (4, "four"))
+    swapped = [(n, pairs[(i + 1) % 4][1]) for i, (n, _) in enumerate(pairs)]
     first_losses = {}
-    for packing, batch in ((False, 4), (True, 1)):
-        out = tmp_path / f"packing-{packing}"
-        recipe = base_recipe(tiny_model, data_dir, out)
-        recipe["data"]["train"] = str(write_jsonl(tmp_path / "four.jsonl", [
-            {"instruction": f"Spell the number {n}.", "input": "", "output": word}
-            for n, word in ((1, "one"), (22, "twenty-two"), (333, "three hundred thirty-three"), (4, "four"))
-        ]))
+    for name, rows, packing, batch in (("unpacked", pairs, False, 4), ("packed", pairs, True, 1),
+                                       ("swapped answers", swapped, False, 4)):  # fmt: skip
+        out = tmp_path / name.replace(" ", "-")
+        recipe = base_recipe(SMOLLM2, data_dir, out)
+        recipe["data"]["train"] = str(write_jsonl(tmp_path / f"{out.name}.jsonl", [
+            {"instruction": f"Spell the number {n}.", "input": "", "output": word} for n, word in rows
+        ]))  # fmt: skip
         recipe["data"]["max_length"] = 512  # one bin holds all four rows
         recipe["training"].update(max_steps=1, packing=packing, per_device_train_batch_size=batch)
         train(tmp_path, recipe)
         history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-        first_losses[packing] = history[0]["loss"]
-    assert first_losses[True] == pytest.approx(first_losses[False], abs=1e-4)
+        first_losses[name] = history[0]["loss"]
+    print(f"\nfirst-step losses: {first_losses}")
+    signal = abs(first_losses["swapped answers"] - first_losses["unpacked"])
+    assert signal > 1e-2
+    assert abs(first_losses["packed"] - first_losses["unpacked"]) < signal / 100
 
 
 @pytest.mark.fast
@@ -163,7 +174,8 @@ def test_smollm2_end_to_end_from_its_gguf(tmp_path):
         f"output_dir={tmp_path / 'run'}",
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["train_steps"] == 2 and metrics["eval_loss"] < 10
+    # SmolLM2 predicts these answers far better than a uniform guess over its 49,152 tokens (ln V = 10.8 nats).
+    assert metrics["train_steps"] == 2 and metrics["eval_loss"] < math.log(49152) / 2
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert "4,884,480 of 139,399,488 parameters train" in done.stdout
 

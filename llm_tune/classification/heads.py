@@ -28,6 +28,14 @@ def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, 
     return True
 
 
+def classifier_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any, max_length: int, answer: int = 0) -> list[int]:
+    """The prompt's tokens as a classifier reads them, in training and in eval / predict alike: the last
+    `max_length - answer` (the end holds where the answer starts, which the sequence head pools and the generate
+    head continues; `answer`: the tokens the longest label takes after it)."""
+    ids = prompt_ids(tokenizer, prompt)
+    return ids[-max(1, max_length - answer) :]
+
+
 def encode_for_classifier(
     tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
 ) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
@@ -35,8 +43,7 @@ def encode_for_classifier(
     label_id = {label: i for i, label in enumerate(labels)}
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        # Keep the end: the pooled position is the last token, where the answer would begin.
-        ids = [prompt_ids(tokenizer, prompt)[-max_length:] for prompt in batch["prompt"]]
+        ids = [classifier_prompt_ids(tokenizer, prompt, max_length) for prompt in batch["prompt"]]
         return {
             "input_ids": ids,
             "attention_mask": [[1] * len(x) for x in ids],
@@ -53,17 +60,20 @@ def label_probabilities(
     labels: list[str],
     head: str,
     batch_size: int,
+    max_length: int,
     autocast: bool = False,
 ) -> Any:
     """[rows, labels] probabilities in the rows' order, computed batch by batch over rows sorted by length (little
-    padding; full-vocabulary logits never outlive a batch), under bfloat16 autocast when training used it."""
+    padding; full-vocabulary logits never outlive a batch), under bfloat16 autocast when training used it. Prompts
+    are cut as training cut them (classifier_prompt_ids)."""
     import torch
     from tqdm.auto import tqdm
 
     from llm_tune.console import is_main_process
 
     model.eval()
-    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    answer = 0 if head == "sequence" else max(len(a) for a in label_token_ids(tokenizer, labels))
+    ids = [classifier_prompt_ids(tokenizer, p, max_length, answer) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peaks at once
     scores = torch.empty(len(ids), len(labels))
     device = next(model.parameters()).device

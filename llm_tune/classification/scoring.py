@@ -32,7 +32,8 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
     rows = classification_rows(recipe, spec, tokenizer)
     started = time.perf_counter()
     probs = label_probabilities(
-        model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, mixed_precision(recipe.model)
+        model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, recipe.data.max_length,
+        mixed_precision(recipe.model),
     )
     seconds = time.perf_counter() - started
     truth = [labels.index(label) for label in rows["label"]]
@@ -117,7 +118,9 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
     prompts = render(rows, cfg, labels, run.tokenizer.chat_template is not None)["prompt"]
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
     autocast = mixed_precision(recipe.model)
-    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, autocast)
+    probs = label_probabilities(
+        run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, recipe.data.max_length, autocast
+    )
     results = [dict(zip(labels, map(float, row))) for row in probs]
     for text, result in zip(texts, results):
         ranked = sorted(result.items(), key=lambda kv: -kv[1])

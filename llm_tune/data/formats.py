@@ -40,7 +40,11 @@ def read_rows(spec: str) -> Dataset:
     if path.is_file() and not path.read_bytes().strip():
         raise UserError(f"{spec}: no rows (the file is empty)")
     if path.suffix in (".jsonl", ".json"):
-        _check_json(path)  # datasets' own message names neither the line nor the problem
+        columns = _check_json(path)  # datasets' own message names neither the line nor the problem
+        if columns is not None:
+            from datasets import Dataset
+
+            return Dataset.from_dict(columns)
     try:
         if path.suffix in DATA_LOADERS:
             return load_dataset(DATA_LOADERS[path.suffix], data_files=str(path), split="train")
@@ -50,10 +54,13 @@ def read_rows(spec: str) -> Dataset:
         raise UserError(f"{spec}: could not read the data: {reason}") from None
 
 
-def _check_json(path: Path) -> None:
-    """A .jsonl file is one JSON object per line, a .json file one list of objects (or an object of columns)."""
+def _check_json(path: Path) -> dict[str, list] | None:
+    """A .jsonl file is one JSON object per line, a .json file one list of objects, JSON Lines, an object of
+    columns (equal-length lists) or an object holding one list of rows. Returns the columns where `datasets`
+    would read the file wrongly (it takes an object of columns, or of one list of rows, for a single row)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors and exporters write one) is not part of the first row.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     if path.suffix == ".json":
@@ -63,9 +70,13 @@ def _check_json(path: Path) -> None:
             data = None  # datasets also reads JSON Lines from a .json file: check it line by line
         if data is not None and not isinstance(data, (list, dict)):
             raise UserError(f"{path}: expected a list of rows, got a JSON {type(data).__name__}")
+        if isinstance(data, dict):
+            return _columns(path, data)
         if data is not None:
-            return
-    for number, line in enumerate(text.splitlines(), start=1):
+            return None
+    # JSON Lines ends a line at "\n" only (\r before it is whitespace): str.splitlines() would also split inside
+    # strings at U+0085, U+2028, U+2029 and a lone \r, all of which JSON allows there unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -74,6 +85,23 @@ def _check_json(path: Path) -> None:
             raise UserError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__} {line[:40]!r}")
+    return None
+
+
+def _columns(path: Path, data: dict[str, Any]) -> dict[str, list]:
+    """{column: values} from a JSON object of columns, or of one list of row objects (`{"data": [...]}`)."""
+    values = list(data.values())
+    if len(values) == 1 and isinstance(values[0], list) and all(isinstance(r, dict) for r in values[0]):
+        rows = values[0]
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        return {name: [r.get(name) for r in rows] for name in names}
+    lengths = {len(v) if isinstance(v, list) else -1 for v in values}
+    if not values or -1 in lengths or len(lengths) != 1:
+        raise UserError(
+            f"{path}: a JSON object must hold columns (lists of equal length) or one list of rows; got keys"
+            f" {list(data)[:5]}; write a list of row objects, or JSON Lines"
+        )
+    return data
 
 
 def _innermost(exc: BaseException) -> str:

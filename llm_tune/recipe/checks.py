@@ -84,6 +84,12 @@ def _evaluation_problems(recipe: Recipe) -> list[str]:
                 f"training.{key}: {value} needs evaluations to compare; set training.eval_steps and validation rows"
                 " (data.validation or data.validation_fraction)"
             )
+    if training.early_stopping_threshold is not None and training.early_stopping_patience is None:
+        problems.append(
+            f"training.early_stopping_threshold: {training.early_stopping_threshold} without"
+            " training.early_stopping_patience has no effect (it only decides when early stopping counts an"
+            " evaluation as better); set training.early_stopping_patience, or drop the threshold"
+        )
     metric = training.metric_for_best_model
     if metric != "eval_loss" and not recipe.is_classification:
         problems.append(f"training.metric_for_best_model: {metric} is a classification metric; use eval_loss")

@@ -201,12 +201,13 @@ class TrainingConfig(Section):
         " as the run's weights; null: train to the end"
     )
     early_stopping_threshold: float | None = Field(
-        None, ge=0, description="how much the metric must improve to count as better; set alone, it keeps the best"
-        " checkpoint without stopping early"
+        None, ge=0, description="with early_stopping_patience: how much the metric must improve to count as better"
+        " (null: any improvement)"
     )
     layerwise_lr_decay: float | None = Field(
         None, gt=0, le=1, description="discriminative rates: block i trains at learning_rate x decay^(top - i), the"
-        " embeddings one step below block 0, the head and final norm at learning_rate; null: one rate"
+        " embeddings one step below block 0, the head and final norm at learning_rate (input embeddings tied to the"
+        " head are the head's weight: full rate); null: one rate"
     )
     save_steps: int = Field(500, gt=0, description="save a resumable checkpoint every N steps")
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; null: all")
@@ -222,7 +223,7 @@ class TrainingConfig(Section):
     @property
     def keeps_best(self) -> bool:
         """The best checkpoint (by metric_for_best_model) becomes the run's weights."""
-        return self.early_stopping_patience is not None or self.early_stopping_threshold is not None
+        return self.early_stopping_patience is not None
 
     @property
     def greater_is_better(self) -> bool:

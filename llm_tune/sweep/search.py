@@ -53,6 +53,9 @@ def run_study(
     # A new seed per resumption: the sampler would otherwise draw the finished trials' values again.
     study.sampler = optuna.samplers.RandomSampler(seed=seed + len(study.trials))
     metric = training.metric_for_best_model
+    if training.eval_steps is None:
+        say("warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not"
+            " set: no trial can be pruned (set training.eval_steps to prune the trials that trail)")
 
     def run(trial: Any) -> float:
         values = {d.key: d.suggest(trial) for d in space}
@@ -82,10 +85,15 @@ def prune_callback(trial: Any, metric: str) -> Any:
     from transformers import TrainerCallback
 
     class PruneOnEvaluate(TrainerCallback):
-        pruned, pruned_at, last = False, None, float("nan")
+        pruned, pruned_at, last, ended = False, None, float("nan"), False
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.ended = True
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any):
-            if not metrics or metric not in metrics:
+            # Only intermediate evaluations: one at the last step or after training has nothing left to save, and
+            # a trial that trained to the end is finished, never "pruned".
+            if not metrics or metric not in metrics or self.ended or state.global_step >= state.max_steps:
                 return
             self.last = metrics[metric]
             trial.report(self.last, state.global_step)

@@ -18,8 +18,11 @@ from llm_tune.model.strategies import transformer_blocks
 
 
 def layer_of_parameter(model: Any) -> dict[int, int]:
-    """{id(parameter): its block's index}; the input embeddings count as block -1 (below block 0)."""
-    layer = {id(p): -1 for p in model.get_input_embeddings().parameters()}
+    """{id(parameter): its block's index}; the input embeddings count as block -1 (below block 0), unless they are
+    tied to the LM head (SmolLM2): one weight with two roles trains at the head's full rate, as the key says."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = {id(p) for p in output.parameters()} if output is not None else set()
+    layer = {id(p): -1 for p in model.get_input_embeddings().parameters() if id(p) not in head}
     for index, block in enumerate(transformer_blocks(model)):
         layer.update({id(p): index for p in block.parameters()})
     return layer

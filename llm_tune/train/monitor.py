@@ -25,6 +25,7 @@ class LabelRows:
     labels: list[str]
     head: str
     batch_size: int
+    max_length: int
     autocast: bool
 
 
@@ -41,7 +42,8 @@ class ClassifierEvaluation:
 
         rows, started = self.label_rows, time.perf_counter()
         probs = label_probabilities(
-            self.model, self.processing_class, rows.prompts, rows.labels, rows.head, rows.batch_size, rows.autocast
+            self.model, self.processing_class, rows.prompts, rows.labels, rows.head, rows.batch_size, rows.max_length,
+            rows.autocast,
         )
         scores = classification_metrics(probs, rows.truth, rows.labels)
         seconds = time.perf_counter() - started
@@ -67,6 +69,7 @@ def label_rows(recipe: Recipe, validation: Any) -> LabelRows:
         labels=labels,
         head=recipe.classification.head,
         batch_size=recipe.training.per_device_eval_batch_size,
+        max_length=recipe.data.max_length,
         autocast=mixed_precision(recipe.model),
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers.trainer_callback import ProgressCallback
 
-from llm_tune.console import say
+from llm_tune.console import WARNINGS, say
 
 
 class TrainingProgress(ProgressCallback):
@@ -75,7 +75,7 @@ _CONTENTS = (
     ("adapter", "adapter/ (the trained adapter)"), ("model", "model/ (the trained model)"),
     ("metrics.json", "metrics.json"), ("eval", "eval/ (predictions and metrics)"), ("report.html", "report.html"),
     ("export", "export/"), ("trainer_state.json", "trainer_state.json (every logged step)"),
-    ("logs", "logs/ (TensorBoard)"), ("checkpoints", "checkpoints/"),
+    ("logs", "logs/ (TensorBoard)"), ("checkpoints", "checkpoints/"), ("warnings.log", "warnings.log"),
 )  # fmt: skip
 
 
@@ -86,5 +86,6 @@ def run_ending(out: Any, metrics: dict[str, Any]) -> None:
         scores.append(f"best checkpoint: step {metrics['best_step']}")
     say(f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s ({metrics['tokens_per_s']:.0f}"
         f" tokens/s); {', '.join(scores)}")
+    say(WARNINGS.summary())
     found = [text for name, text in _CONTENTS if (out.root / name).exists()]
     say(f"run folder {out.root}: {', '.join(found)}")

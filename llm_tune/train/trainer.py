@@ -132,8 +132,9 @@ def trainer_class(recipe: Recipe) -> type:
     from llm_tune.train.layers import GradualUnfreezing, LayerwiseRates
     from llm_tune.train.loss import LabelOnlyLoss
     from llm_tune.train.monitor import ClassifierEvaluation
+    from llm_tune.train.order import ExactOrder
 
-    mixins: list[type] = []
+    mixins: list[type] = [ExactOrder]  # the training order a pure function of (seed, epoch, global batch)
     if recipe.is_classification:
         mixins.append(ClassifierEvaluation)
     if getattr(recipe.strategy, "unfreeze_every_steps", None) is not None:
