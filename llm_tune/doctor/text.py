@@ -13,7 +13,7 @@ def report_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"llm_tune doctor: {r['recipe']}", f"  model     {r['model']}",
              f"  strategy  {r['strategy']}: {r['trainable_params']:,} trainable of {r['total_params']:,} params"
              f" ({100 * r['trainable_params'] / max(r['total_params'], 1):.2f}%)"]  # fmt: skip
-    sections = (_device, _memory, _tokens, _trained, _labels if "labels" in r else None, _duplicates, _rows, _time)
+    sections = (_device, _launch if "launch" in r else None, _memory, _tokens, _trained, _labels if "labels" in r else None, _duplicates, _rows, _time)
     for section in filter(None, sections):
         lines += ["", *section(r)]
     if r["warnings"]:
@@ -22,6 +22,13 @@ def report_lines(r: dict[str, Any]) -> list[str]:
     verdict = f"{problems} problem{'s' * (problems != 1)} (below)" if problems else "no problems"
     lines += ["", f"doctor: {verdict}, {len(r['warnings'])} warning{'s' * (len(r['warnings']) != 1)}"]
     return lines
+
+
+def _launch(r: dict[str, Any]) -> list[str]:
+    a = r["launch"]
+    return ["launch", f"  config    {a['config']}",
+            f"  type      {a['distributed_type']}, {a['num_processes']} process(es) on {a['num_machines']} machine(s),"
+            f" mixed_precision {a['mixed_precision']}", f"  batch     {a['global_batch']} rows per optimizer step"]
 
 
 def _device(r: dict[str, Any]) -> list[str]:
