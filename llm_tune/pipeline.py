@@ -190,8 +190,10 @@ def _train_resumably(trainer: Any, recipe: Recipe, out: RunFolder) -> Any:
 
 
 def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: int) -> dict[str, Any]:
+    import torch
+
     tokens = int(trainer.state.num_input_tokens_seen)
-    return {
+    metrics = {
         "train_loss": result.training_loss,
         "train_runtime_s": round(runtime, 3),
         "train_steps": trainer.state.global_step,
@@ -201,6 +203,9 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
         "trainable_params": trainable,
         "total_params": total,
     }
+    if torch.cuda.is_available():  # rank 0's peak GPU memory, model loading included
+        metrics["cuda_max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return metrics
 
 
 def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:

@@ -66,14 +66,11 @@ def _sharding_needs_gpus(recipe: Recipe, launch: Launch, hw: Hardware) -> str | 
 
 
 def _processes_and_devices(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
+    """More processes on a machine than it has GPUs. Without any GPU a DDP launch is fine: the trainer's arguments
+    ask accelerate for CPU processes (use_cpu), which join over gloo."""
     per_machine = launch.processes_per_machine
-    if launch.use_cpu or launch.distributed_type == "NO" or per_machine <= hw.gpus:
+    if launch.use_cpu or launch.distributed_type == "NO" or hw.gpus == 0 or per_machine <= hw.gpus:
         return None
-    if hw.gpus == 0 and not launch.sharded:
-        return (f"num_processes {launch.num_processes} on a machine without GPUs and without use_cpu: each process"
-                f" would train alone on the CPU; use {WORKING_CPU_LAUNCH}")
-    if hw.gpus == 0:
-        return None  # _sharding_needs_gpus says it
     return (f"num_processes {launch.num_processes} ({per_machine} per machine) but this machine has {hw.gpus} GPU(s):"
             f" several processes would share a GPU; pass --num_processes {hw.gpus * launch.num_machines}")
 
