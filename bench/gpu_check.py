@@ -90,6 +90,7 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 def versions(work: Path, cpu: bool) -> dict[str, Any]:
     """What this machine imports (the carried wheels must win over the image's older ones)."""
     import importlib
+    from importlib.metadata import version
 
     import torch
 
@@ -97,7 +98,7 @@ def versions(work: Path, cpu: bool) -> dict[str, Any]:
     for name in PACKAGES:
         try:
             module = importlib.import_module(name)
-            found[name] = f"{module.__version__} ({Path(module.__file__).parent.parent})"
+            found[name] = f"{version(name)} ({Path(module.__file__).parent.parent})"
         except Exception as exc:  # a missing or broken package is what this section is for
             found[name] = f"MISSING: {type(exc).__name__}: {exc}"
     import llm_tune.pipeline  # noqa: F401  (every module a training run imports)
@@ -202,7 +203,7 @@ def fsdp(work: Path, cpu: bool) -> dict[str, Any]:
               "2" if cpu else "1", "--num_cpu_threads_per_process", "1", "-m", "llm_tune"]  # fmt: skip
     if not Path(launch[0]).exists():
         launch[:2] = [sys.executable, "-m", "accelerate.commands.launch"]
-    dtype = "float32" if cpu else "bfloat16"
+    dtype = "float32" if cpu else "auto"  # auto on the H200: float32 weights under bf16 autocast, as fsdp.yaml says
     lora = recipe(work, "fsdp-lora", model, steps=6, save_steps=3)
     if run([*launch, lora, f"model.dtype={dtype}"], work / "fsdp-lora.log") != 0:
         return {"verdict": "fail", "why": "the FSDP LoRA run failed (log: fsdp-lora.log)"}

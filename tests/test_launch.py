@@ -150,3 +150,18 @@ def test_a_global_batch_that_does_not_divide_the_rows_is_said_precisely():
     assert batch_remainder_warning(21, recipe, Launch("c")).endswith(
         "gradient_accumulation_steps 2 x 1 process): each epoch's last optimizer step averages 5 row(s), the others 8")
     assert batch_remainder_warning(32, recipe, two) is None
+
+
+def test_cpu_ddp_config_passes_and_the_batch_remainder_is_a_warning(capsys, recipe):
+    """The whole doctor under --launch cpu-ddp.yaml: a launch section, and 20 rows in rounds of 3 x 2 processes."""
+    from llm_tune.cli import main
+
+    main(["doctor", str(recipe), "training.per_device_train_batch_size=3",
+          "--launch", str(CONFIGS / "cpu-ddp.yaml")])
+    out = capsys.readouterr().out
+    print(out)
+    assert "  type      MULTI_GPU, 2 process(es) on 1 machine(s), mixed_precision no" in out
+    assert ("warning: 20 train rows do not divide into global batches of 6 (per_device_train_batch_size 3 x"
+            " gradient_accumulation_steps 1 x 2 processes): accelerate completes the last round of batches with 4"
+            " row(s) from the start of the data, which count twice per epoch") in out
+    assert "doctor: no problems" in out
