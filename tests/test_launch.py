@@ -78,7 +78,7 @@ def test_fp16_mixed_precision_is_refused(capsys, recipe, tmp_path):
     code, errors = doctor_launch(capsys, recipe, config)
     assert code == 2
     assert len(errors) == 1, errors
-    assert "mixed_precision fp16 contradicts model.dtype float32, which trains without autocast here" in errors[0]
+    assert "mixed_precision fp16 contradicts model.dtype float32, which trains without autocast (llm_tune" in errors[0]
 
 
 def test_a_missing_config_file_is_one_line(capsys, recipe, tmp_path):

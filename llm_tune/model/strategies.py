@@ -97,8 +97,9 @@ def _target_modules(model: PreTrainedModel, strategy: LoraStrategy) -> str | lis
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters. A PEFT model counts itself: peft knows that a 4-bit weight packs two values
-    per byte of its storage dtype, so QLoRA totals are the real parameter count."""
+    per byte of its storage dtype (and ZeRO-3's ds_numel), so QLoRA totals are the real parameter count."""
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    # Under ZeRO-3 a parameter is an empty placeholder on this rank; ds_numel is its whole size.
+    sizes = [(getattr(p, "ds_numel", None) or p.numel(), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)

@@ -94,8 +94,10 @@ def _mixed_precision(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None
     if launch.mixed_precision in ("no", wanted):
         return None
     why = {"bf16": "under bfloat16 autocast", "no": "without autocast"}[wanted]
+    if recipe.model.dtype == "auto":
+        why += " on this machine (" + ("it computes bfloat16 natively" if hw.bf16 else "no native bfloat16") + ")"
     return (f"mixed_precision {launch.mixed_precision} contradicts model.dtype {recipe.model.dtype}, which trains {why}"
-            f" here (llm_tune never computes in fp16 or fp8), and the config's autocast would win silently; set"
+            f" (llm_tune never computes in fp16 or fp8), and the config's autocast would win silently; set"
             f" mixed_precision: {wanted} in the config or pass --mixed_precision {wanted}")
 
 
