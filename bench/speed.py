@@ -73,9 +73,9 @@ FLOPS_CONVENTION = (
 )
 
 
-def write_rows(kind: str, n: int, folder: Path) -> Path:
+def write_rows(kind: str, n: int, folder: Path, data: Path = DATA) -> Path:
     """The first n rows of the shared data set as kind's JSONL; chat rows are Code Alpaca as 2-turn chats."""
-    src = DATA / ("sst2" if kind == "classification" else "code_alpaca_2k") / "train.jsonl"
+    src = data / ("sst2" if kind == "classification" else "code_alpaca_2k") / "train.jsonl"
     with src.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in islice(f, n)]
     if kind == "chat":
@@ -132,6 +132,7 @@ def run_case(case: str, rows: Path, steps: int, work: Path, env: dict[str, str],
     resolved = yaml.safe_load((out / "recipe.resolved.yaml").read_text())
     return {"case": case, "kind": kind, "tokens": m["train_tokens"], "seconds": m["train_runtime_s"],
             "steps": m["train_steps"], "peak_rss_kib": rss, **recipe_flops(resolved),
+            "cuda_peak_gib": m.get("cuda_max_memory_allocated_gib"),
             "gradient_checkpointing": resolved["training"]["gradient_checkpointing"], "cmd": cmd[2:]}  # fmt: skip
 
 
@@ -195,13 +196,13 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def llama_1b(folder: Path) -> Path:
+def llama_1b(folder: Path, tokenizer: Path = MODEL) -> Path:
     """Llama-3.2-1B's shape with random weights (speed does not depend on the values) and SmolLM2's
     tokenizer, for its chat template: its 49k ids all fall inside the 128k embedding."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(MODEL)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     config = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                          num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
                          max_position_embeddings=8192, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -226,7 +227,7 @@ def summarise(runs: list[dict[str, Any]], limit: float) -> list[dict[str, Any]]:
         rows.append({"case": case, "kind": kind, "tokens_per_s": tps, "repeats": len(rs),
                      "s_per_step": statistics.median(r["seconds"] / max(r["steps"], 1) for r in rs),
                      "peak_rss_gib": statistics.median(r["peak_rss_kib"] for r in rs) / 2**20,
-                     "flops_per_token": rs[0]["flops_per_token"],
+                     "flops_per_token": rs[0]["flops_per_token"], "cuda_peak_gib": rs[0].get("cuda_peak_gib"),
                      "pct_of_limit": 100.0 * tps * rs[0]["flops_per_token"] / limit})  # fmt: skip
     peers = {r["kind"]: r["tokens_per_s"] for r in rows if r["case"] == "peer (trl)"}
     for r in rows:
@@ -268,6 +269,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run; default: as is")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with code_alpaca_2k/ and sst2/ (default: ../shared/data)")
+    parser.add_argument("--tokenizer", type=Path, default=MODEL, help="--device cuda: the tokenizer of the random model")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100/H200 SXM: 989)")
     args = parser.parse_args()
     args.steps = args.steps or (50 if args.device == "cuda" else 10)
@@ -291,10 +294,10 @@ def main() -> None:
     env, n_rows = child_env(args.threads), max(args.rows, BATCH * args.steps)
     extra: list[str] = []
     if args.device == "cuda":
-        model = llama_1b(work / "llama-1b-shape")
+        model = llama_1b(work / "llama-1b-shape", args.tokenizer)
         extra = [f"model.name_or_path={model}", "model.dtype=bfloat16", "data.max_length=2048"]
     kinds = list(dict.fromkeys(CASES[c][0] for c in args.cases))
-    files = {kind: write_rows(kind, n_rows, work) for kind in kinds}
+    files = {kind: write_rows(kind, n_rows, work, args.data) for kind in kinds}
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for kind in kinds:

@@ -35,8 +35,11 @@ def _recipe_commands(sub: Any) -> None:
     _recipe_command(sub, "train", "train from a recipe", _train)
     _recipe_command(sub, "validate", "print the resolved recipe, or its problems", _validate)
     doctor = _recipe_command(sub, "doctor", "before training: memory, tokens that train, data risks, time per epoch",
-                             _lazy("llm_tune.doctor.diagnosis", "doctor_command", "recipe", "overrides", "json"))
+                             _lazy("llm_tune.doctor.diagnosis", "doctor_command", "recipe", "overrides", "json", "launch"))
     doctor.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    doctor.add_argument("--launch", metavar="ACCELERATE_CONFIG",
+                        help="first check the recipe against this accelerate config file, this machine and the installed"
+                        " versions (what `accelerate launch --config_file ACCELERATE_CONFIG` would run)")
     sweep = _recipe_command(sub, "sweep", "train a grid or a random search of recipe variations and rank them",
                             _lazy("llm_tune.sweep.trials", "sweep_command",
                                   "recipe", "overrides", "vary", "search", "trials", "seed"))
@@ -203,8 +206,8 @@ def _train(args: argparse.Namespace) -> None:
     from llm_tune.recipe.checks import load_checked
     from llm_tune.train.launch import check_launch
 
-    check_launch()  # a launch that cannot train as asked is refused before anything loads
     recipe = load_checked(args.recipe, args.overrides)
+    check_launch(recipe)  # a launch that cannot train as asked is refused before anything loads
     from llm_tune.pipeline import train
 
     train(recipe)

@@ -28,7 +28,7 @@ def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
 def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, Any]:
     from llm_tune.train.monitor import early_stop_summary
     from llm_tune.train.progress import run_ending, run_summary, use_progress
-    from llm_tune.train.trainer import build_trainer
+    from llm_tune.train.trainer import build_trainer, training_arguments
 
     tokenizer, stock_template = training_tokenizer(recipe)
     splits = training_data(recipe, tokenizer)
@@ -36,9 +36,12 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         from llm_tune.train.checkpoints import check_resumable
 
         check_resumable(out.read_recipe(), recipe)
-    model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
-    trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
+    # The arguments (and with them the process group and the DeepSpeed/FSDP settings) before the model, so that
+    # ZeRO-3 builds it sharded and FSDP loads it once in CPU memory (train/trainer.py: training_arguments).
+    args = training_arguments(recipe, out, splits.validation is not None)
+    model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
+    trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main process first, then cached)
     for callback in callbacks:
         trainer.add_callback(callback)
     use_progress(trainer)
@@ -58,17 +61,20 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         scores = trainer.evaluate()
         metrics.update({k: v for k, v in scores.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")})
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
-    if is_main_process():
-        _save_run(trainer, tokenizer, recipe, out, metrics)
-        if classifier_eval:
-            _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
-        _report(trainer, tokenizer, recipe, out)
-        if recipe.export is not None:
-            from llm_tune.export.exporter import export_after_training
-
-            export_after_training(out.root, recipe)
-        run_ending(out, metrics)
+    # Collectives first, on every rank: under FSDP FULL_STATE_DICT or ZeRO-3 saving gathers the weights from all
+    # ranks, and a sharded model's forward pass gathers each block's; a rank left out would hang the others.
+    _save_run(trainer, tokenizer, recipe, out, metrics)
+    if classifier_eval:
+        _evaluate_classifier(trainer.model, tokenizer, recipe, out, metrics)
     trainer.accelerator.wait_for_everyone()
+    if not is_main_process():  # what is left reads the saved files and writes: rank 0's alone
+        return metrics
+    _report(trainer, tokenizer, recipe, out)
+    if recipe.export is not None:
+        from llm_tune.export.exporter import export_after_training
+
+        export_after_training(out.root, recipe)
+    run_ending(out, metrics)
     return metrics
 
 
@@ -126,7 +132,10 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     from llm_tune.classification.scoring import evaluate_classifier
 
     batch = recipe.training.per_device_eval_batch_size
-    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval)
+    main = is_main_process()
+    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, write=main)
+    if not main:
+        return
     metrics.update(eval_loss=scores["loss"], eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
     out.write_metrics(metrics)
 
@@ -186,11 +195,13 @@ def _train_resumably(trainer: Any, recipe: Recipe, out: RunFolder) -> Any:
 
 
 def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: int) -> dict[str, Any]:
+    import torch
+
     tokens = int(trainer.state.num_input_tokens_seen)
     # A resumed run restores the count of the steps it did not train: the rate is over what this run trained in
     # its runtime (the Trainer notes the restored count when it starts training).
     run_tokens = tokens - int(getattr(trainer, "_initial_num_input_tokens_seen", 0) or 0)
-    return {
+    metrics = {
         "train_loss": result.training_loss,
         "train_runtime_s": round(runtime, 3),
         "train_steps": trainer.state.global_step,
@@ -201,12 +212,19 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
         "trainable_params": trainable,
         "total_params": total,
     }
+    if torch.cuda.is_available():  # rank 0's peak GPU memory, model loading included
+        metrics["cuda_max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return metrics
 
 
 def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:
+    """Every rank calls save_model (a collective when the weights are sharded); the Trainer writes on rank 0 only,
+    and the rest is rank 0's."""
     weights = out.weights(recipe)
     trainer.model.config.use_cache = True
     trainer.save_model(str(weights))
+    if not is_main_process():
+        return
     tokenizer.save_pretrained(str(weights))
     trainer.state.save_to_json(str(out.trainer_state))
     out.write_metrics(metrics)

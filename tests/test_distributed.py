@@ -84,28 +84,36 @@ def test_fsdp_on_a_cpu_is_refused_before_training(tmp_path, tiny_model, data_dir
     config = ROOT / "recipes" / "accelerate" / "fsdp.yaml"
     done = launch(ACCELERATE, "launch", "--config_file", str(config), "--num_processes", "1", "-m", "llm_tune", str(recipe))
     assert done.returncode != 0
-    assert "error: the accelerate config asks for FSDP, which needs GPUs" in done.stderr
+    assert "distributed_type FSDP on this machine without GPUs: accelerate assigns FSDP only on GPU-type setups, so" \
+        " this would train plain DDP" in done.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_deepspeed_on_a_cpu_is_refused(monkeypatch):
+def test_deepspeed_on_a_cpu_is_refused(monkeypatch, tiny_model, data_dir, tmp_path):
     from llm_tune.errors import UserError
+    from llm_tune.recipe.schema import Recipe
     from llm_tune.train import launch as distributed
 
     monkeypatch.setattr(distributed, "launcher_command", lambda: None)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(UserError, match="DeepSpeed, which needs GPUs"):
-        distributed.check_launch()
+    recipe = Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "out"))
+    with pytest.raises(UserError, match="DeepSpeed does not train on a CPU"):
+        distributed.check_launch(recipe)
 
 
-def test_requested_processes_from_flags_and_config_files(tmp_path):
-    from llm_tune.train.launch import requested_processes
+def test_launches_are_read_with_accelerates_own_parser(tmp_path):
+    from llm_tune.train.launch import parse_launch
 
     config = tmp_path / "c.yaml"
-    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 3\n")
-    assert requested_processes(["accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "llm_tune"]) == 2
-    assert requested_processes(["accelerate", "launch", "--num-processes=4", "train.py"]) == 4
-    assert requested_processes(["accelerate", "launch", "--config_file", str(config), "-m", "x", "--num_processes", "9"]) == 3
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 3\nmixed_precision: bf16\n")
+    assert parse_launch(["--cpu", "--num_processes", "2", "-m", "llm_tune"]).num_processes == 2
+    assert parse_launch(["--num-processes=4", "train.py"]).num_processes == 4
+    # flags before the script win over the config file; arguments after it are the script's
+    given = parse_launch(["--config_file", str(config), "--num_processes", "5", "-m", "x", "--num_processes", "9"])
+    assert (given.num_processes, given.distributed_type, given.mixed_precision) == (5, "MULTI_CPU", "bf16")
+    assert parse_launch(["--config_file", str(config), "-m", "x", "--num_processes", "9"]).num_processes == 3
+    fsdp = parse_launch(["--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"), "--mixed_precision", "no", "-m", "x"])
+    assert (fsdp.distributed_type, fsdp.fsdp_version, fsdp.mixed_precision, fsdp.shards_parameters) == ("FSDP", 2, "no", True)
 
 
 def test_accelerate_configs_load():

@@ -22,9 +22,12 @@ def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, 
     head = getattr(model, "score", None)
     if not getattr(model.config, "tie_word_embeddings", False) or not isinstance(head, torch.nn.Linear):
         return False
+    from llm_tune.model.loading import whole_parameters
+
     rows = [ids[0] for ids in label_token_ids(tokenizer, labels)]
-    with torch.no_grad():
-        head.weight.copy_(model.get_input_embeddings().weight[rows].to(head.weight.dtype))
+    embeddings = model.get_input_embeddings().weight
+    with whole_parameters(head.weight, embeddings, modify=True), torch.no_grad():  # ZeRO-3: whole on rank 0
+        head.weight.copy_(embeddings[rows].to(head.weight.dtype))
     return True
 
 

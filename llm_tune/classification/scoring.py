@@ -23,8 +23,12 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
     return rendered.add_column("text", rows[cfg.fields.text])
 
 
-def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
-    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
+def evaluate_classifier(
+    recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path, write: bool = True
+) -> dict:
+    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl. With
+    `write` False only the predictions run: the other ranks of a sharded model, whose forward passes gather the
+    weights with rank 0's (they return {})."""
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.model.precision import mixed_precision
 
@@ -36,6 +40,8 @@ def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, b
         mixed_precision(recipe.model),
     )
     seconds = time.perf_counter() - started
+    if not write:
+        return {}
     truth = [labels.index(label) for label in rows["label"]]
     metrics = {"data": spec, "rows": len(truth), "labels": labels, **classification_metrics(probs, truth, labels),
                "rows_per_s": round(len(truth) / seconds, 2)}

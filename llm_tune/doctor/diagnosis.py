@@ -23,20 +23,23 @@ from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
 
-def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None) -> DoctorReport:
+def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None,
+                   launch_config: str | None = None) -> DoctorReport:
     from llm_tune.recipe.checks import load_checked
 
-    return doctor(load_checked(recipe_path, overrides), recipe_path, json_path)
+    return doctor(load_checked(recipe_path, overrides), recipe_path, json_path, launch_config)
 
 
-def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> DoctorReport:
-    """Print the report (and write it to json_path); raise UserError listing the problems, if any."""
+def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_config: str | None = None) -> DoctorReport:
+    """Print the report (and write it to json_path); raise UserError listing the problems, if any. With
+    `launch_config` (an accelerate config file), the launch is checked first: its errors stop before anything loads."""
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 
     from llm_tune.pipeline import training_data, training_model, training_tokenizer
 
     found = Findings()
+    launch = check_launch_config(recipe, launch_config, found) if launch_config else None
     tokenizer, _ = training_tokenizer(recipe)
     splits = training_data(recipe, tokenizer)
     runtime = resident_bytes()  # Python, torch, the libraries, tokenizer and data: all but the model
@@ -44,12 +47,13 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> DoctorR
     device = device_section(recipe)
     rows = tokenized_rows(recipe, model, tokenizer, splits)
     sections = data_sections(recipe, tokenizer, splits, rows, found)
+    launched = launch_section(recipe, launch, len(rows), found) if launch is not None else None
     memory = memory_section(recipe, model, rows, runtime, device, found)
     report = DoctorReport(
         recipe=str(recipe_path), model=recipe.model.name_or_path, strategy=recipe.strategy.kind, task=recipe.task,
         trainable_params=trainable, total_params=total, device=device, memory=memory,
         time=time_section(recipe, model, tokenizer, splits, rows), warnings=found.warnings, errors=found.errors,
-        **sections,
+        launch=launched, **sections,
     )
     print("\n".join(report_lines(report)), flush=True)
     if json_path is not None:
@@ -57,6 +61,35 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None) -> DoctorR
     if found.errors:
         raise UserError(*found.errors)
     return report
+
+
+def check_launch_config(recipe: Recipe, config: str, found: Findings) -> Any:
+    """`--launch CONFIG`: the recipe under `accelerate launch --config_file CONFIG` on this machine; errors stop here,
+    before the tokenizer, data or model load."""
+    from llm_tune.train.launch import parse_launch
+    from llm_tune.train.launch_checks import Hardware, launch_findings
+
+    launch = parse_launch(["--config_file", config, "-m", "llm_tune", "RECIPE"], source=config)
+    errors, warnings = launch_findings(recipe, launch, Hardware.here())
+    if errors:
+        raise UserError(*errors)
+    found.warnings.extend(warnings)
+    return launch
+
+
+def launch_section(recipe: Recipe, launch: Any, rows: int, found: Findings) -> dict[str, Any]:
+    from llm_tune.train.launch_checks import batch_remainder_warning
+
+    t = recipe.training
+    section = {"config": launch.source, "distributed_type": launch.distributed_type,
+               "num_processes": launch.num_processes, "num_machines": launch.num_machines,
+               "mixed_precision": launch.mixed_precision,
+               "global_batch": t.per_device_train_batch_size * t.gradient_accumulation_steps * launch.num_processes}
+    # Packed rows are rebuilt into sequences, so the remainder is about sequences nobody can count before packing.
+    remainder = None if t.packing else batch_remainder_warning(rows, recipe, launch)
+    if remainder:
+        found.warnings.append(remainder)
+    return section
 
 
 def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[str, Any]], found: Findings) -> dict:

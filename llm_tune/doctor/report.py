@@ -29,11 +29,13 @@ class DoctorReport:
     warnings: list[str]
     errors: list[str]
     labels: dict[str, dict[str, int]] | None = None  # label balance per split, for labelled rows
+    launch: dict[str, Any] | None = None  # doctor --launch: the accelerate launch as read, and its global batch
 
     def as_json(self) -> dict[str, Any]:
         found = asdict(self)
-        if self.labels is None:
-            del found["labels"]
+        for key in ("labels", "launch"):
+            if found[key] is None:
+                del found[key]
         for key in ("validation", "train_validation_overlap"):  # no validation rows: nothing to count
             if found["duplicates"][key] is None:
                 del found["duplicates"][key]

@@ -12,8 +12,8 @@ def report_lines(r: DoctorReport) -> list[str]:
     lines = [f"llm_tune doctor: {r.recipe}", f"  model     {r.model}",
              f"  strategy  {r.strategy}: {r.trainable_params:,} trainable of {r.total_params:,} params"
              f" ({100 * r.trainable_params / max(r.total_params, 1):.2f}%)"]  # fmt: skip
-    sections = (_device, _memory, _tokens, _trained, _labels if r.labels is not None else None, _duplicates, _rows,
-                _time)  # fmt: skip
+    sections = (_device, _launch if r.launch is not None else None, _memory, _tokens, _trained,
+                _labels if r.labels is not None else None, _duplicates, _rows, _time)  # fmt: skip
     for section in filter(None, sections):
         lines += ["", *section(r)]
     if r.warnings:
@@ -22,6 +22,13 @@ def report_lines(r: DoctorReport) -> list[str]:
     verdict = f"{problems} problem{'s' * (problems != 1)} (below)" if problems else "no problems"
     lines += ["", f"doctor: {verdict}, {len(r.warnings)} warning{'s' * (len(r.warnings) != 1)}"]
     return lines
+
+
+def _launch(r: DoctorReport) -> list[str]:
+    a = r.launch or {}
+    return ["launch", f"  config    {a['config']}",
+            f"  type      {a['distributed_type']}, {a['num_processes']} process(es) on {a['num_machines']} machine(s),"
+            f" mixed_precision {a['mixed_precision']}", f"  batch     {a['global_batch']} rows per optimizer step"]
 
 
 def _device(r: DoctorReport) -> list[str]:

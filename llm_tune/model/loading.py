@@ -112,7 +112,9 @@ def load_model(
     )
     if four_bit is not None:
         kwargs["quantization_config"] = quantization_config(four_bit, dtype)
-        if torch.cuda.is_available():
+        # One whole 4-bit copy on this rank's GPU, for one process or DDP. FSDP and ZeRO-3 load without a device
+        # map (they place the shards themselves; transformers refuses a device map under ZeRO-3).
+        if torch.cuda.is_available() and not shards_parameters():
             kwargs["device_map"] = {"": local_rank()}
     if labels is not None:
         kwargs.update(
@@ -134,6 +136,29 @@ def load_model(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
+
+def shards_parameters() -> bool:
+    """Whether this run shards its weights over the ranks: an FSDP launch, or ZeRO-3 (known once the trainer's
+    arguments exist: they register the DeepSpeed config with transformers)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") or is_deepspeed_zero3_enabled()
+
+
+@contextmanager
+def whole_parameters(*params: Any, modify: bool = False) -> Iterator[None]:
+    """Under ZeRO-3 each rank holds a slice of every weight (an empty tensor outside the forward pass): gather
+    `params` whole for the block, and with `modify` spread rank 0's changes back. Elsewhere nothing to do."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(params), modifier_rank=0 if modify else None):
+        yield
 
 
 def forget_gguf_quantization(model: PreTrainedModel) -> None:

@@ -62,7 +62,27 @@ def add_lora(model: PreTrainedModel, strategy: LoraStrategy, *, classifier: bool
         layers_to_transform=strategy.layers_to_transform,
         # SEQ_CLS already trains the new head in full and saves it with the adapter (modules_to_save).
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if isinstance(strategy, QLoraStrategy):
+        from llm_tune.model.loading import shards_parameters
+
+        if shards_parameters():
+            in_storage_dtype(model)
+    return model
+
+
+def in_storage_dtype(model: PreTrainedModel) -> None:
+    """FSDP2 and ZeRO-3 flatten a unit's weights into one buffer of one dtype, and the 4-bit weights are stored in
+    bnb_4bit_quant_storage: the LoRA weights, norms and embeddings (which prepare_model_for_kbit_training upcast
+    to float32) go to that dtype too, or sharding stops on mixed dtypes."""
+    import torch
+
+    storage = model.config.quantization_config["bnb_4bit_quant_storage"] if isinstance(
+        model.config.quantization_config, dict) else model.config.quantization_config.bnb_4bit_quant_storage
+    storage = getattr(torch, storage) if isinstance(storage, str) else storage
+    for param in model.parameters():
+        if param.dtype.is_floating_point and param.dtype != storage:
+            param.data = param.data.to(storage)
 
 
 def _target_modules(model: PreTrainedModel, strategy: LoraStrategy) -> str | list[str]:
@@ -77,8 +97,9 @@ def _target_modules(model: PreTrainedModel, strategy: LoraStrategy) -> str | lis
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters. A PEFT model counts itself: peft knows that a 4-bit weight packs two values
-    per byte of its storage dtype, so QLoRA totals are the real parameter count."""
+    per byte of its storage dtype (and ZeRO-3's ds_numel), so QLoRA totals are the real parameter count."""
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    # Under ZeRO-3 a parameter is an empty placeholder on this rank; ds_numel is its whole size.
+    sizes = [(getattr(p, "ds_numel", None) or p.numel(), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)

@@ -1,15 +1,19 @@
-"""Multi-process launches: is the job what was asked for, can it run here, and small collectives.
+"""Multi-process launches: what a launch asked for, read with accelerate's own parser and config loader, and the
+check that refuses a launch that would not train the way it was asked to (train/launch_checks.py holds the rules).
 
-`accelerate launch` and `torchrun` start one process per rank and set WORLD_SIZE, RANK and LOCAL_RANK.
-accelerate 1.15 has launches that silently start one process where several were asked (`--cpu
---num_processes N`, or a MULTI_CPU config file); the launcher's command line is our parent process's, so we
-read it from /proc (Linux) and refuse such a launch instead of training N times slower than expected.
+`accelerate launch` and `torchrun` start one process per rank and set WORLD_SIZE, RANK and LOCAL_RANK. The
+launcher's command line is our parent process's, so a launched run reads it from /proc (Linux) and parses it with
+`accelerate.commands.launch.launch_command_parser`, then reads its config file with `load_config_from_file`, as
+`accelerate launch` itself does; `doctor RECIPE --launch CONFIG` parses `--config_file CONFIG` the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,109 @@ from llm_tune.errors import UserError
 from llm_tune.ranks import world_size
 
 WORKING_CPU_LAUNCH = "accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml --num_processes N -m llm_tune"
+SHARDED = ("FSDP", "DEEPSPEED")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a launch asks for, flags over config file as `accelerate launch` merges them."""
+
+    source: str                      # the config file or command, for messages
+    distributed_type: str = "NO"     # accelerate's DistributedType value: NO, MULTI_GPU, FSDP, DEEPSPEED, ...
+    num_processes: int = 1           # in total, over all machines
+    num_machines: int = 1
+    mixed_precision: str = "no"      # no, bf16, fp16, fp8
+    use_cpu: bool = False
+    fsdp: dict[str, Any] = field(default_factory=dict)
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sharded(self) -> bool:
+        return self.distributed_type in SHARDED
+
+    @property
+    def zero_stage(self) -> int | None:
+        return int(self.deepspeed.get("zero_stage", 0)) if self.distributed_type == "DEEPSPEED" else None
+
+    @property
+    def fsdp_version(self) -> int | None:
+        return int(self.fsdp.get("fsdp_version", 1)) if self.distributed_type == "FSDP" else None
+
+    @property
+    def shards_parameters(self) -> bool:
+        """FSDP or ZeRO-3: each rank holds a slice of every weight, so saving and evaluating are collectives."""
+        return self.distributed_type == "FSDP" or self.zero_stage == 3
+
+    @property
+    def processes_per_machine(self) -> int:
+        return max(1, self.num_processes // max(1, self.num_machines))
+
+
+def parse_launch(argv: list[str], source: str | None = None) -> Launch:
+    """The launch that `accelerate launch ARGV` asks for (ARGV without `accelerate launch`)."""
+    from accelerate.commands.config.config_args import default_config_file, load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            args = launch_command_parser().parse_args(argv)
+    except SystemExit:
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        raise UserError(f"`accelerate launch {shlex.join(argv)}`: {lines[-1] if lines else 'not a valid launch'}") from None
+    config_path = args.config_file or (default_config_file if os.path.isfile(default_config_file) else None)
+    config = None
+    if config_path is not None:
+        if not os.path.isfile(config_path):
+            raise UserError(f"--launch: accelerate config file not found: {config_path}")
+        try:
+            config = load_config_from_file(config_path)
+        except Exception as exc:  # accelerate's own loader: a YAML error or a key its config classes do not know
+            raise UserError(f"{config_path}: not an accelerate config file: {type(exc).__name__}: {exc}") from None
+    return _merged(args, config, source or config_path or f"accelerate launch {shlex.join(argv)}")
+
+
+def _merged(args: Any, config: Any, source: str) -> Launch:
+    """Flags over the config file, the way accelerate's `_validate_launch_command` lets them."""
+    kind = getattr(getattr(config, "distributed_type", None), "value", None) or "NO"
+    flag_kind = {"use_fsdp": "FSDP", "use_deepspeed": "DEEPSPEED", "multi_gpu": "MULTI_GPU"}
+    for flag, name in flag_kind.items():
+        if getattr(args, flag, False):
+            kind = name
+    processes = args.num_processes or getattr(config, "num_processes", None)
+    return Launch(
+        source=source,
+        distributed_type=kind,
+        num_processes=processes if processes and processes > 0 else 1,
+        num_machines=args.num_machines or getattr(config, "num_machines", None) or 1,
+        mixed_precision=str(args.mixed_precision or getattr(config, "mixed_precision", None) or "no"),
+        use_cpu=bool(args.cpu or getattr(config, "use_cpu", False)),
+        fsdp=dict(getattr(config, "fsdp_config", None) or {}),
+        deepspeed=dict(getattr(config, "deepspeed_config", None) or {}),
+    )
+
+
+def launch_from_environment() -> Launch:
+    """A run started without `accelerate launch` in its parent (torchrun, or a launcher we cannot see): what the
+    environment accelerate reads says."""
+    kind = "FSDP" if _truthy("ACCELERATE_USE_FSDP") else "DEEPSPEED" if _truthy("ACCELERATE_USE_DEEPSPEED") else "NO"
+    if kind == "NO" and world_size() > 1:
+        kind = "MULTI_GPU"
+    deepspeed = {}
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        deepspeed["zero_stage"] = int(os.environ["ACCELERATE_DEEPSPEED_ZERO_STAGE"])
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"):
+        deepspeed["zero3_save_16bit_model"] = _truthy("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL")
+    fsdp = {"fsdp_version": int(os.environ.get("FSDP_VERSION", "1"))} if kind == "FSDP" else {}
+    return Launch(
+        source="the launch environment",
+        distributed_type=kind,
+        num_processes=world_size(),
+        num_machines=max(1, world_size() // int(os.environ.get("LOCAL_WORLD_SIZE", world_size()) or 1)),
+        mixed_precision=os.environ.get("ACCELERATE_MIXED_PRECISION", "no"),
+        use_cpu=_truthy("ACCELERATE_USE_CPU"),
+        fsdp=fsdp,
+        deepspeed=deepspeed,
+    )
 
 
 def _truthy(name: str) -> bool:
@@ -38,82 +145,38 @@ def launcher_command() -> list[str] | None:
         name = Path(part).name
         if name == "accelerate" and cmd[i + 1 : i + 2] == ["launch"]:
             return ["accelerate", *cmd[i + 1 :]]
-        if name == "torchrun":
-            return ["torchrun", *cmd[i + 1 :]]
-        if part == "torch.distributed.run":
+        if part == "accelerate.commands.launch":  # python -m accelerate.commands.launch
+            return ["accelerate", "launch", *cmd[i + 1 :]]
+        if name == "torchrun" or part == "torch.distributed.run":
             return ["torchrun", *cmd[i + 1 :]]
     return None
 
 
-def _option(cmd: list[str], name: str) -> str | None:
-    """The value of `--name V` or `--name=V` (accelerate accepts - and _ alike) before the script's own args."""
-    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
-    for i, part in enumerate(cmd):
-        if part in ("-m", "--module") or part.endswith(".py"):
-            break
-        if part in spellings and i + 1 < len(cmd):
-            return cmd[i + 1]
-        key, _, value = part.partition("=")
-        if key in spellings and value:
-            return value
-    return None
-
-
-def _accelerate_config(cmd: list[str]) -> dict[str, Any]:
-    import yaml
-
-    given = _option(cmd, "config_file")
-    if given:
-        path = Path(given)
-    else:
-        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
-        path = Path(os.environ.get("ACCELERATE_CONFIG_FILE", os.path.join(home, "accelerate", "default_config.yaml")))
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def requested_processes(cmd: list[str]) -> int | None:
-    """How many processes an `accelerate launch` command asked for (flag first, then its config file)."""
-    value = _option(cmd, "num_processes") or _accelerate_config(cmd).get("num_processes")
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def check_launch() -> None:
-    """Refuse, before any model loads, a launch that would not train the way it was asked to."""
+def current_launch() -> tuple[Launch, list[str] | None]:
+    """This process's launch, and the accelerate command that made it (None for torchrun or no launcher)."""
     cmd = launcher_command()
-    if cmd and Path(cmd[0]).name == "accelerate":
-        asked, started = requested_processes(cmd), world_size()
-        if asked is not None and asked > 1 and started != asked:
-            raise UserError(
-                f"`{shlex.join(cmd)}` asked for {asked} processes but started {started}:"
-                " accelerate 1.15 starts one process for --cpu or a MULTI_CPU config",
-                f"on CPUs launch with: {WORKING_CPU_LAUNCH} ... (or torchrun --nproc_per_node N -m llm_tune ...)",
-            )
-    sharded = _truthy("ACCELERATE_USE_FSDP") or _truthy("ACCELERATE_USE_DEEPSPEED")
-    gpus = sharded and _has_cuda() and not _truthy("ACCELERATE_USE_CPU")  # torch only when it matters
-    if _truthy("ACCELERATE_USE_FSDP") and not gpus:
+    if cmd and cmd[0] == "accelerate":
+        return parse_launch(cmd[2:], source=shlex.join(cmd)), cmd
+    return launch_from_environment(), None
+
+
+def check_launch(recipe: Any) -> None:
+    """Refuse, before any model loads, a launch that would not train the way it was asked to; print its warnings."""
+    from llm_tune.console import say
+    from llm_tune.train.launch_checks import Hardware, launch_findings
+
+    launch, cmd = current_launch()
+    started = world_size()
+    if cmd is not None and launch.num_processes > 1 and started != launch.num_processes:
         raise UserError(
-            "the accelerate config asks for FSDP, which needs GPUs: on a CPU accelerate quietly runs plain DDP instead",
-            f"on CPUs use {WORKING_CPU_LAUNCH} ...; FSDP configs are for GPU machines",
+            f"`{shlex.join(cmd)}` asked for {launch.num_processes} processes but started {started}:"
+            " accelerate starts one process for --cpu or a MULTI_CPU config",
+            f"on CPUs launch with: {WORKING_CPU_LAUNCH} ... (or torchrun --nproc_per_node N -m llm_tune ...)",
         )
-    if _truthy("ACCELERATE_USE_DEEPSPEED") and not gpus:
-        raise UserError(
-            "the accelerate config asks for DeepSpeed, which needs GPUs: it does not train on a CPU here",
-            f"on CPUs use {WORKING_CPU_LAUNCH} ...; DeepSpeed configs are for GPU machines",
-        )
-    if _truthy("ACCELERATE_USE_DEEPSPEED"):
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise UserError("the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed")
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    if cmd is None and launch.distributed_type == "NO":
+        return  # a plain `python -m llm_tune`: nothing was launched
+    errors, warnings = launch_findings(recipe, launch, Hardware.here())
+    for warning in warnings:
+        say(f"warning: {warning}")
+    if errors:
+        raise UserError(*errors)

@@ -83,25 +83,40 @@ def sft_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
     )
 
 
+def training_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> Any:
+    """The trainer's arguments object (TRL's SFTConfig, or TrainingArguments for a sequence head), with the
+    processes joined: creating it reads the launcher's DeepSpeed config (which is what makes transformers build a
+    ZeRO-3 model already sharded) and `.device` sets up the process group and this rank's GPU (which FSDP's
+    RAM-efficient loading needs). So the pipeline makes it before the model."""
+    from transformers import TrainingArguments
+
+    arguments = trainer_arguments(recipe, run, has_validation)
+    args = TrainingArguments(**arguments) if recipe.sequence_head else sft_config(recipe, arguments)
+    args.device  # noqa: B018  (a property with the side effect above)
+    return args
+
+
 def build_trainer(
     recipe: Recipe,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     splits: Splits,
     run: RunFolder,
+    args: Any = None,
 ) -> Trainer:
+    """The configured trainer; `args` from training_arguments (made here when not given)."""
     from llm_tune.train.monitor import label_rows, watch_callbacks
 
-    arguments = trainer_arguments(recipe, run, splits.validation is not None)
+    if args is None:
+        args = training_arguments(recipe, run, splits.validation is not None)
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
     if recipe.sequence_head:
-        trainer = _classifier_trainer(recipe, model, tokenizer, splits, arguments)
+        trainer = _classifier_trainer(recipe, model, tokenizer, splits, args)
     else:
         train, validation = (_without_label(s) for s in (splits.train, splits.validation))
         trainer = trainer_class(recipe)(
-            model=model, args=sft_config(recipe, arguments), train_dataset=train, eval_dataset=validation,
-            processing_class=tokenizer,
+            model=model, args=args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         )
     if recipe.is_classification and splits.validation is not None:
         trainer.label_rows = label_rows(recipe, splits.validation)
@@ -155,14 +170,11 @@ def _without_label(split: Any) -> Any:
     return split.remove_columns("label")
 
 
-def _classifier_trainer(
-    recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, arguments: dict[str, Any]
-) -> Trainer:
-    from transformers import DataCollatorWithPadding, TrainingArguments
+def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, args: Any) -> Trainer:
+    from transformers import DataCollatorWithPadding
 
     from llm_tune.classification.heads import encode_for_classifier
 
-    args = TrainingArguments(**arguments)
     encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length)
     train = splits.train.map(encode, batched=True, remove_columns=splits.train.column_names, desc="Tokenizing")
     validation = None
