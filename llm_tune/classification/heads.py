@@ -60,7 +60,7 @@ def label_probabilities(
     import torch
     from tqdm.auto import tqdm
 
-    from llm_tune.console import is_main_process
+    from llm_tune.console import is_main_process, on_terminal
 
     model.eval()
     ids = [prompt_ids(tokenizer, p) for p in prompts]
@@ -70,7 +70,7 @@ def label_probabilities(
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
-        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not is_main_process(), leave=False) as bar,
+        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not (is_main_process() and on_terminal()), leave=False) as bar,
     ):
         for start in range(0, len(order), batch_size):
             picked = order[start : start + batch_size]
