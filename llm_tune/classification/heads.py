@@ -36,11 +36,13 @@ def encode_for_classifier(
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         # Keep the end: the pooled position is the last token, where the answer would begin.
-        ids = [prompt_ids(tokenizer, prompt)[-max_length:] for prompt in batch["prompt"]]
+        whole = [prompt_ids(tokenizer, prompt) for prompt in batch["prompt"]]
+        ids = [x[-max_length:] for x in whole]
         return {
             "input_ids": ids,
             "attention_mask": [[1] * len(x) for x in ids],
             "labels": [label_id[label] for label in batch["label"]],
+            "length": [len(x) for x in whole],  # before truncation: the run's truncation count
         }
 
     return encode

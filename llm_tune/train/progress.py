@@ -91,7 +91,7 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     from llm_tune.model.loading import describe_device, idle_cores_warning
 
     t, data = recipe.training, recipe.data
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    tokens = _token_count(trainer.train_dataset)
     validation = f", {len(splits.validation):,} validation" if splits.validation is not None else ""
     head = f" ({recipe.classification.head} head)" if recipe.task == "classification" else ""
     world = trainer.args.world_size
@@ -108,6 +108,13 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
         say(note)
     if warning := idle_cores_warning(world):
         say(warning)
+
+
+def _token_count(dataset: Any) -> int:
+    """Tokens in a tokenized split, summed by Arrow (a Python loop over 200,000 rows takes seconds)."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.list_value_length(dataset.with_format("arrow")["input_ids"])).as_py() or 0)
 
 
 # What a finished run folder holds, in the order a user looks for it.
