@@ -24,6 +24,12 @@ def say(message: str) -> None:
         print(f"[llm_tune] {message}", flush=True)
 
 
+def on_terminal() -> bool:
+    """Progress bars for a person at a terminal; plain lines when stdout goes to a file or a pipe (a SLURM log, CI),
+    where a bar's carriage returns make one endless line."""
+    return sys.stdout.isatty()
+
+
 def fail(lines: list[str]) -> None:
     """A user's mistake: one line each on stderr (every rank's error is its own, so all ranks may print)."""
     where = f"rank {rank()}: " if world_size() > 1 else ""
@@ -39,6 +45,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # map/filter bars of a few ms each
+    if not on_terminal():  # transformers' and the Hub's bars ("Loading weights") read this at import
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.ERROR)
     keep_warnings()

@@ -44,7 +44,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main process first, then cached)
     for callback in callbacks:
         trainer.add_callback(callback)
-    use_progress(trainer)
+    use_progress(trainer, recipe.training.progress_every_s)
     if len(trainer.train_dataset) == 0:
         if not existed and is_main_process():
             shutil.rmtree(out.root, ignore_errors=True)

@@ -105,3 +105,30 @@ def test_warnings_are_shown_once_unless_known_noise_and_all_kept(tmp_path, capsy
     assert [line.split(":")[0] for line in kept] == ["UserWarning x3", "DeprecationWarning x1 (known noise, not shown)",
                                                       "FutureWarning x1"]  # fmt: skip
     assert log.summary() == f"5 warnings (3 distinct, 2 shown above) kept in {tmp_path / 'warnings.log'}"
+
+
+def test_a_log_file_gets_plain_progress_lines_and_a_terminal_a_bar(tiny_model, data_dir, tmp_path):
+    """stdout to a pipe (SLURM, CI, `| cat`): whole lines a `tail` or `grep` can read, no carriage returns or cursor
+    codes from any bar (training, evaluation, loading); stdout on a terminal: the bar."""
+    recipe = write_recipe(tmp_path / "r.yaml", sentiment(tiny_model, data_dir, tmp_path))
+    args = [str(recipe), "training.max_steps=6", "training.logging_steps=2", "training.eval_steps=3",
+            "training.progress_every_s=0"]  # fmt: skip
+    said = run_cli(*args).stdout
+    piped = said + run_cli(*args).stderr
+    assert "\r" not in piped and "\x1b[" not in piped, repr(piped[-2000:])
+    progress = [line for line in said.splitlines() if re.match(r"\[llm_tune\] step \d+/6 \(", line)]
+    assert [line.split()[2] for line in progress] == ["1/6", "2/6", "4/6", "6/6"], said  # logging_first_step too
+    assert all(re.search(r"loss [\d.]+, lr [\d.e+-]+, \d+ tokens/s, elapsed \d+:\d\d, ETA \d+:\d\d$", line)
+               for line in progress), progress  # fmt: skip
+    assert re.search(r"\[llm_tune\] step 3: validation loss [\d.]+, accuracy", said), said
+
+    import pty
+
+    leader, follower = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "llm_tune", *args], cwd=ROOT, env=ENV, stdout=follower,
+                          stderr=subprocess.PIPE, timeout=600)  # fmt: skip (bytes: text mode would turn \r into \n)
+    os.close(follower)
+    os.close(leader)
+    bars = done.stderr.decode()
+    assert done.returncode == 0, bars[-3000:]
+    assert re.search(r"\rtraining: +\d+%", bars), repr(bars[-2000:])  # tqdm's bar redraws its line

@@ -35,7 +35,11 @@ def classifier_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any, max_l
     """The prompt's tokens as a classifier reads them, in training and in eval / predict alike: the last
     `max_length - answer` (the end holds where the answer starts, which the sequence head pools and the generate
     head continues; `answer`: the tokens the longest label takes after it)."""
-    ids = prompt_ids(tokenizer, prompt)
+    return cut_for_classifier(prompt_ids(tokenizer, prompt), max_length, answer)
+
+
+def cut_for_classifier(ids: list[int], max_length: int, answer: int = 0) -> list[int]:
+    """Where a classifier's prompt is cut: the end stays (see classifier_prompt_ids)."""
     return ids[-max(1, max_length - answer) :]
 
 
@@ -46,11 +50,13 @@ def encode_for_classifier(
     label_id = {label: i for i, label in enumerate(labels)}
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        ids = [classifier_prompt_ids(tokenizer, prompt, max_length) for prompt in batch["prompt"]]
+        whole = [prompt_ids(tokenizer, prompt) for prompt in batch["prompt"]]
+        ids = [cut_for_classifier(x, max_length) for x in whole]
         return {
             "input_ids": ids,
             "attention_mask": [[1] * len(x) for x in ids],
             "labels": [label_id[label] for label in batch["label"]],
+            "length": [len(x) for x in whole],  # before truncation: the run's truncation count
         }
 
     return encode
@@ -72,7 +78,7 @@ def label_probabilities(
     import torch
     from tqdm.auto import tqdm
 
-    from llm_tune.console import is_main_process
+    from llm_tune.console import is_main_process, on_terminal
 
     model.eval()
     answer = 0 if head == "sequence" else max(len(a) for a in label_token_ids(tokenizer, labels))
@@ -83,7 +89,7 @@ def label_probabilities(
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
-        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not is_main_process(), leave=False) as bar,
+        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not (is_main_process() and on_terminal()), leave=False) as bar,
     ):
         for start in range(0, len(order), batch_size):
             picked = order[start : start + batch_size]

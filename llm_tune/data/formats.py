@@ -30,6 +30,8 @@ class Splits:
     validation: Dataset | None
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    # Tokens per row before truncation, by split name, once the trainer has tokenized the split.
+    lengths: dict[str, list[int]] = field(default_factory=dict)
 
 
 def read_rows(spec: str) -> Dataset:
@@ -134,9 +136,6 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     conversational = tokenizer.chat_template is not None
     train = render(train_rows, cfg, labels, conversational)
     validation = render(val_rows, cfg, labels, conversational) if val_rows is not None else None
-    for name, split in (("train", train), ("validation", validation)):
-        if split is not None:
-            notes.append(_truncation_note(name, split, cfg.max_length, tokenizer))
     return Splits(train, validation, labels, [n for n in notes if n])
 
 
@@ -282,8 +281,3 @@ def token_lengths(split: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[in
     return counted["n"]
 
 
-def _truncation_note(name: str, split: Dataset, max_length: int, tokenizer: PreTrainedTokenizerBase) -> str:
-    over = sum(n > max_length for n in token_lengths(split, tokenizer))
-    if not over:
-        return ""
-    return f"{name}: {over} of {len(split)} rows are longer than data.max_length={max_length} and are truncated"

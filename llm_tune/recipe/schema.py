@@ -188,6 +188,10 @@ class TrainingConfig(Section):
     )
     seed: int = Field(42, description="seed of the data order, dropout and new weights")
     logging_steps: int = Field(10, gt=0, description="log the training loss every N steps")
+    progress_every_s: float = Field(
+        30.0, ge=0, description="when stdout is not a terminal (a log file, CI, a pipe): the least seconds between two"
+        " plain progress lines (step, loss, lr, tokens/s, ETA), printed at logging steps; a terminal shows a bar"
+    )
     eval_steps: int | None = Field(
         None, gt=0, description="evaluate on the validation rows every N steps (classification: accuracy and"
         " macro-F1 too); null: once, at the end"

@@ -74,7 +74,7 @@ def completion_marker() -> Any:
 
 # Keys a resumed run may change: they decide what is logged, saved or evaluated, not what is trained.
 RESUMABLE_CHANGES = (
-    "training.resume", "training.logging_steps", "training.save_steps", "training.save_total_limit",
+    "training.resume", "training.logging_steps", "training.progress_every_s", "training.save_steps", "training.save_total_limit",
     "training.report_to", "training.eval_steps", "training.per_device_eval_batch_size", "output_dir", "export",
 )  # fmt: skip
 

@@ -77,9 +77,13 @@ def sft_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
         max_length=data.max_length,
         packing=recipe.training.packing,
         packing_strategy="bfd",
-        completion_only_loss=not data.train_on_prompt,
-        assistant_only_loss=data.format == "chat" and not data.train_on_prompt,
+        # Which tokens train is already in the rows' labels (data/tokens.py applies these rules), so TRL's own
+        # masking is off: it would find no prompt/messages columns in tokenized rows to mask by.
+        completion_only_loss=False,
+        assistant_only_loss=False,
         dataset_text_field="text",
+        # Rows arrive tokenized, labelled and truncated (data/tokens.py); packing is still TRL's.
+        dataset_kwargs={"skip_prepare_dataset": not recipe.training.packing},
     )
 
 
@@ -114,7 +118,7 @@ def build_trainer(
     if recipe.sequence_head:
         trainer = _classifier_trainer(recipe, model, tokenizer, splits, args)
     else:
-        train, validation = (_without_label(s) for s in (splits.train, splits.validation))
+        train, validation = (_tokenized(recipe, tokenizer, splits, name) for name in ("train", "validation"))
         trainer = trainer_class(recipe)(
             model=model, args=args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         )
@@ -164,24 +168,42 @@ def trainer_class(recipe: Recipe) -> type:
     return type(name, (*mixins, SFTTrainer), {}) if mixins else SFTTrainer
 
 
-def _without_label(split: Any) -> Any:
-    if split is None or "label" not in split.column_names:
-        return split
-    return split.remove_columns("label")
+def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any:
+    """A split as the token sequences the SFTTrainer trains on (data/tokens.py: once, batched, TRL's result), with
+    what truncation did to it in the run's notes."""
+    from llm_tune.data.tokens import tokenize_sft, truncation_note
+
+    split = getattr(splits, name)
+    if split is None:
+        return None
+    data = recipe.data
+    done = tokenize_sft(split, tokenizer, completion_only=not data.train_on_prompt,
+                        assistant_only=data.format == "chat" and not data.train_on_prompt, max_length=data.max_length,
+                        packing=recipe.training.packing)  # fmt: skip
+    splits.lengths[name] = done.lengths
+    if note := truncation_note(name, done, data.max_length):
+        splits.notes.append(note)
+    return done.dataset
 
 
 def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, args: Any) -> Trainer:
     from transformers import DataCollatorWithPadding
 
     from llm_tune.classification.heads import encode_for_classifier
+    from llm_tune.data.tokens import over_length_note
 
     encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length)
-    train = splits.train.map(encode, batched=True, remove_columns=splits.train.column_names, desc="Tokenizing")
-    validation = None
-    if splits.validation is not None:
-        validation = splits.validation.map(
-            encode, batched=True, remove_columns=splits.validation.column_names, desc="Tokenizing"
-        )
+    encoded = {}
+    for name in ("train", "validation"):
+        split = getattr(splits, name)
+        if split is None:
+            continue
+        done = split.map(encode, batched=True, remove_columns=split.column_names, desc="Tokenizing")
+        splits.lengths[name] = done["length"]
+        if over := sum(n > recipe.data.max_length for n in splits.lengths[name]):
+            splits.notes.append(over_length_note(name, over, len(done), recipe.data.max_length))
+        encoded[name] = done.remove_columns("length")
+    train, validation = encoded["train"], encoded.get("validation")
     return trainer_class(recipe)(
         model=model,
         args=args,
