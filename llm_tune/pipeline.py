@@ -29,6 +29,10 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer
 
+    from llm_tune.preference.start import from_run_problems
+
+    if problems := from_run_problems(recipe):  # model.from_run: checked before any weights load
+        raise UserError(*problems)
     tokenizer, stock_template = training_tokenizer(recipe)
     splits = training_data(recipe, tokenizer)
     if recipe.training.resume is not None and out.is_run():
@@ -37,6 +41,8 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         check_resumable(out.read_recipe(), recipe)
     model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
+    if recipe.task == "preference":
+        from llm_tune.preference.trainer import build_preference_trainer as build_trainer
     trainer = build_trainer(recipe, model, tokenizer, splits, out)  # tokenizes (main process first, then cached)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -47,15 +53,18 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
 
     run_summary(recipe, trainer, splits, trainable, total)
+    step0 = _step_zero(trainer, recipe, out, existed)
     _prepare_output_dir(out, recipe, replacing=existed)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
     metrics.update(early_stop_summary(trainer, recipe.training))
+    if step0 is not None:
+        metrics["step0"] = step0
     classifier_eval = recipe.task == "classification" and recipe.data.validation is not None
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
         scores = trainer.evaluate()
-        metrics.update({k: v for k, v in scores.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")})
+        metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     if is_main_process():
         _save_run(trainer, tokenizer, recipe, out, metrics)
@@ -69,6 +78,31 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         run_ending(out, metrics)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+# End-of-run evaluation values metrics.json keeps (TRL's names for preference runs).
+EVAL_METRICS = ("eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins",
+                "eval_rewards/chosen", "eval_rewards/rejected")
+
+
+def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> dict[str, Any] | None:
+    """A preference run's step-0 gate (not on resume: step 0 is behind it), with the validation scores at step 0;
+    a failed gate leaves no run folder behind."""
+    if recipe.task != "preference" or recipe.training.resume is not None:
+        return None
+    from llm_tune.preference.gate import check_step_zero
+
+    try:
+        step0 = check_step_zero(trainer, recipe)
+    except UserError:
+        if not existed and is_main_process():
+            shutil.rmtree(out.root, ignore_errors=True)
+        raise
+    if trainer.eval_dataset is not None:
+        scores = trainer.evaluate()
+        step0.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
+        say("step 0    validation: " + ", ".join(f"{k} {v:.6g}" for k, v in scores.items() if k in EVAL_METRICS))
+    return step0
 
 
 def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
@@ -92,6 +126,10 @@ def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
 def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
+    if recipe.task == "preference":
+        from llm_tune.data.preference import load_preference_splits
+
+        return load_preference_splits(recipe.data, tokenizer, recipe.preference.method, recipe.training.seed)
     classifying = recipe.task == "classification" or recipe.data.format == "classification"
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
@@ -108,6 +146,11 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy, parameter_counts
 
+    if recipe.task == "preference":
+        from llm_tune.preference.start import starting_model
+
+        model = starting_model(recipe, tokenizer)
+        return model, parameter_counts(model)
     # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
     # resuming nor comparing batch layouts can be exact.
     set_seed(recipe.training.seed)

@@ -20,7 +20,7 @@ LAYERS = [
     {"data", "model"},
     {"classification"},
     {"train", "export", "report"},
-    {"generation"},
+    {"generation", "preference"},
     {"pipeline"},
     {"sweep", "doctor"},
     {"cli"},

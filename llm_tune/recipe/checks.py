@@ -44,6 +44,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
         )
     if recipe.task == "classification" and data.format != "classification":
         problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
+    if (recipe.task == "preference") != (data.format == "preference"):
+        problems.append(f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
+                        " preference go together")
     if recipe.export and recipe.export.format == "gguf":
         if recipe.sequence_head:
             problems.append(
