@@ -25,11 +25,10 @@ def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
 
 
 def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, Any]:
+    from llm_tune.preference.start import from_run_problems
     from llm_tune.train.monitor import early_stop_summary
     from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer
-
-    from llm_tune.preference.start import from_run_problems
 
     if problems := from_run_problems(recipe):  # model.from_run: checked before any weights load
         raise UserError(*problems)

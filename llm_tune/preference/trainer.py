@@ -81,7 +81,7 @@ def build_preference_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits:
     from llm_tune.train.trainer import trainer_arguments
 
     arguments = trainer_arguments(recipe, run, splits.validation is not None)
-    if arguments["train_sampling_strategy"] == "group_by_length":
+    if arguments["train_sampling_strategy"] == "group_by_length" and recipe.preference.method != "kto":
         # Preference rows keep prompt and answers in separate columns, which the length-grouped sampler cannot
         # measure: a plain seeded shuffle.
         arguments["train_sampling_strategy"] = "random"
