@@ -83,6 +83,7 @@ def test_dpo_end_of_run_metrics_use_trls_names(runs):
     assert metrics["eval_loss"] < math.log(2)  # 3 steps at a high rate move the tiny model toward the chosen answers
     log = json.loads((run / "trainer_state.json").read_text())["log_history"]
     assert any("rewards/margins" in entry for entry in log)
+    assert (run / "report" / "rewards.png").is_file() and "Rewards" in (run / "report.html").read_text()
 
 
 @pytest.mark.parametrize("method", ["kto", "orpo", "simpo"])
