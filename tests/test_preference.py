@@ -257,3 +257,18 @@ def test_bad_preference_input_is_one_clear_error(bad_results, name):
     assert done.stderr.rstrip().splitlines()[-1].startswith("error:")
     assert workspace.name != "CHANGED", "the run wrote into its folder"
     shutil.rmtree(workspace, ignore_errors=True)
+
+
+def test_method_switches_on_the_shipped_recipe_keep_only_that_methods_keys(pairs):
+    from llm_tune.recipe.schema import PREFERENCE_METHODS
+
+    data = [f"data.train={pairs / 'train.jsonl'}", f"data.validation={pairs / 'val.jsonl'}"]
+    for method, cls in PREFERENCE_METHODS.items():
+        done = run_cli("validate", "recipes/dpo.yaml", *data, f"preference.method={method}")
+        resolved = yaml.safe_load(done.stdout)
+        assert resolved["task"] == "preference" and resolved["preference"]["method"] == method
+        assert set(resolved["preference"]) == set(cls.model_fields)  # every method valid from the same file
+    keys = run_cli("keys", "preference").stdout
+    for cls in PREFERENCE_METHODS.values():
+        for name, info in cls.model_fields.items():
+            assert info.description and f"preference.{name} " in keys
