@@ -73,7 +73,7 @@ def test_dpo_step_zero_gate_values(runs):
     assert step0["logps/chosen"] < 0 and step0["logps/rejected"] < 0 and step0["logps/chosen"] != step0["logps/rejected"]
     # The step-0 evaluation on the validation pairs, under TRL's names.
     assert abs(step0["eval_loss"] - math.log(2)) < 1e-6 and step0["eval_rewards/accuracies"] == 0.0
-    assert "step 0    dpo on 8 rows: loss 0.693147 (ln 2 = 0.693147)" in output and ": ok" in output
+    assert "step 0    dpo on 4 rows: loss 0.693147 (ln 2 = 0.693147)" in output and ": ok" in output
 
 
 def test_dpo_end_of_run_metrics_use_trls_names(runs):
