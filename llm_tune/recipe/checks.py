@@ -88,8 +88,9 @@ def _evaluation_problems(recipe: Recipe) -> list[str]:
                 " (data.validation or data.validation_fraction)"
             )
     metric = training.metric_for_best_model
-    if metric != "eval_loss" and recipe.task != "classification":
-        problems.append(f"training.metric_for_best_model: {metric} is a classification metric; use eval_loss")
+    task_of_metric = "preference" if metric.startswith("eval_rewards/") else "classification"
+    if metric != "eval_loss" and recipe.task != task_of_metric:
+        problems.append(f"training.metric_for_best_model: {metric} is a {task_of_metric} metric; use eval_loss")
     return problems
 
 

@@ -193,9 +193,11 @@ class TrainingConfig(Section):
         None, gt=0, description="evaluate on the validation rows every N steps (classification: accuracy and"
         " macro-F1 too); null: once, at the end"
     )
-    metric_for_best_model: Literal["eval_loss", "eval_accuracy", "eval_macro_f1"] = Field(
+    metric_for_best_model: Literal[
+        "eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins"
+    ] = Field(
         "eval_loss", description="the validation metric that picks the best checkpoint and drives early stopping"
-        " (accuracy and macro-F1: classification runs)"
+        " (accuracy and macro-F1: classification runs; TRL's reward accuracy and margin: preference runs)"
     )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many evaluations without improvement, and keep the best checkpoint"
