@@ -38,7 +38,8 @@ def from_run_problems(recipe: Recipe) -> list[str]:
             f"preference.reference: base, but {source} trained a full model: the base as reference would be a second"
             " full model in memory; use reference: start (the SFT model)"
         ]
-    if not _same_path(trained.model.name_or_path, recipe.model.name_or_path):
+    start = recipe.model.name_or_path  # a resolved recipe of a run from a full model names that model's folder
+    if not _same_path(trained.model.name_or_path, start) and not _same_path(str(run.weights(trained)), start):
         return [
             f"model.name_or_path: {recipe.model.name_or_path}, but the run in model.from_run trained on"
             f" {trained.model.name_or_path}; set model.name_or_path to that base"
