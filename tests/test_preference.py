@@ -281,3 +281,28 @@ def test_reward_accuracy_can_pick_the_best_checkpoint_of_a_preference_run_only(p
     assert resolved["training"]["metric_for_best_model"] == "eval_rewards/accuracies"
     done = run_cli("validate", "recipes/instruct-lora.yaml", best[0], check=False)
     assert done.returncode == 2 and "eval_rewards/accuracies is a preference metric; use eval_loss" in done.stderr
+
+
+def test_a_full_sft_run_is_the_start_and_the_reference(tiny_model, data_dir, pairs, tmp_path):
+    """From a full-model SFT run, LoRA DPO trains on the SFT model (TRL's reference loads from the same folder), and
+    the merged export merges into the SFT model, not the original base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sft = base_recipe(tiny_model, data_dir, tmp_path / "sft", strategy={"kind": "full"},
+                      training={"max_steps": 2, "learning_rate": 1e-3})
+    run_cli(write_recipe(tmp_path / "sft.yaml", sft))
+    recipe = _recipe(tiny_model, data_dir, pairs, tmp_path / "dpo", "dpo", merge=True)
+    recipe["model"]["from_run"] = str(tmp_path / "sft")
+    recipe["training"]["max_steps"] = 1
+    run_cli(write_recipe(tmp_path / "dpo.yaml", recipe))
+    step0 = _metrics(tmp_path / "dpo")["step0"]
+    assert step0["max_abs_policy_minus_reference_logp"] == 0.0 and abs(step0["loss"] - math.log(2)) < 1e-6
+    resolved = yaml.safe_load((tmp_path / "dpo" / "recipe.resolved.yaml").read_text())
+    assert resolved["model"]["name_or_path"] == str(tmp_path / "sft" / "model")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "dpo" / "export" / "merged")
+    sft_model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "model")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    name = "model.embed_tokens.weight"  # LoRA leaves the embeddings alone: the merged model keeps the SFT ones
+    weights = {k: dict(m.named_parameters())[name] for k, m in (("merged", merged), ("sft", sft_model), ("base", base))}
+    assert torch.equal(weights["merged"], weights["sft"]) and not torch.equal(weights["merged"], weights["base"])
