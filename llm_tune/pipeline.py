@@ -54,6 +54,8 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     run_summary(recipe, trainer, splits, trainable, total)
     step0 = _step_zero(trainer, recipe, out, existed)
     _prepare_output_dir(out, recipe, replacing=existed)
+    if step0 is not None and trainer.eval_dataset is not None:  # logs (TensorBoard): after the folder is in place
+        _step_zero_evaluation(trainer, step0)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
@@ -85,8 +87,8 @@ EVAL_METRICS = ("eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/acc
 
 
 def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> dict[str, Any] | None:
-    """A preference run's step-0 gate (not on resume: step 0 is behind it), with the validation scores at step 0;
-    a failed gate leaves no run folder behind."""
+    """A preference run's step-0 gate (not on resume: step 0 is behind it); a failed gate leaves no run folder
+    behind."""
     if recipe.task != "preference" or recipe.training.resume is not None:
         return None
     from llm_tune.preference.gate import check_step_zero
@@ -97,11 +99,14 @@ def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> d
         if not existed and is_main_process():
             shutil.rmtree(out.root, ignore_errors=True)
         raise
-    if trainer.eval_dataset is not None:
-        scores = trainer.evaluate()
-        step0.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
-        say("step 0    validation: " + ", ".join(f"{k} {v:.6g}" for k, v in scores.items() if k in EVAL_METRICS))
     return step0
+
+
+def _step_zero_evaluation(trainer: Any, step0: dict[str, Any]) -> None:
+    """The validation scores before the first step, into step0 (TRL's names)."""
+    scores = trainer.evaluate()
+    step0.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
+    say("step 0    validation: " + ", ".join(f"{k} {v:.6g}" for k, v in scores.items() if k in EVAL_METRICS))
 
 
 def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:

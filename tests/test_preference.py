@@ -306,3 +306,17 @@ def test_a_full_sft_run_is_the_start_and_the_reference(tiny_model, data_dir, pai
     name = "model.embed_tokens.weight"  # LoRA leaves the embeddings alone: the merged model keeps the SFT ones
     weights = {k: dict(m.named_parameters())[name] for k, m in (("merged", merged), ("sft", sft_model), ("base", base))}
     assert torch.equal(weights["merged"], weights["sft"]) and not torch.equal(weights["merged"], weights["base"])
+
+
+def test_replacing_a_run_folder_with_tensorboard_logs(tiny_model, data_dir, pairs, tmp_path):
+    """The step-0 evaluation logs (to TensorBoard too) only once the run folder is in place: replacing an old run
+    must not delete the log file under the writer (found on SmolLM2: FileNotFoundError in the first step)."""
+    out = tmp_path / "dpo"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "old.txt").write_text("a previous run")
+    recipe = _recipe(tiny_model, data_dir, pairs, out, "dpo")
+    recipe.pop("export")
+    recipe["training"].update(report_to="tensorboard", max_steps=1)
+    done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    assert "replacing the previous run" in done.stdout + done.stderr
+    assert "eval_loss" in _metrics(out)["step0"] and list((out / "logs").glob("events.out.tfevents.*"))
