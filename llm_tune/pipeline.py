@@ -26,10 +26,13 @@ def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
 
 
 def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, Any]:
+    from llm_tune.preference.start import from_run_problems
     from llm_tune.train.monitor import early_stop_summary
     from llm_tune.train.progress import run_ending, run_summary, use_progress
     from llm_tune.train.trainer import build_trainer, training_arguments
 
+    if problems := from_run_problems(recipe):  # model.from_run: checked before any weights load
+        raise UserError(*problems)
     tokenizer, stock_template = training_tokenizer(recipe)
     splits = training_data(recipe, tokenizer)
     if recipe.training.resume is not None and out.is_run():
@@ -39,9 +42,15 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     existed = out.root.exists()  # the trainer creates its checkpoints folder there
     # The arguments (and with them the process group and the DeepSpeed/FSDP settings) before the model, so that
     # ZeRO-3 builds it sharded and FSDP loads it once in CPU memory (train/trainer.py: training_arguments).
-    args = training_arguments(recipe, out, splits.validation is not None)
+    preference = recipe.task == "preference"  # TRL's preference trainers make their own config
+    args = None if preference else training_arguments(recipe, out, splits.validation is not None)
     model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
-    trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main process first, then cached)
+    if preference:
+        from llm_tune.preference.trainer import build_preference_trainer
+
+        trainer = build_preference_trainer(recipe, model, tokenizer, splits, out)
+    else:
+        trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main first, then cached)
     for callback in callbacks:
         trainer.add_callback(callback)
     use_progress(trainer, recipe.training.progress_every_s)
@@ -51,15 +60,20 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
 
     run_summary(recipe, trainer, splits, trainable, total)
+    step0 = _step_zero(trainer, recipe, out, existed)
     _prepare_output_dir(out, recipe, replacing=existed)
+    if step0 is not None and trainer.eval_dataset is not None:  # logs (TensorBoard): after the folder is in place
+        _step_zero_evaluation(trainer, step0)
     started = time.perf_counter()
     result = _train_resumably(trainer, recipe, out)
     metrics = _metrics(trainer, result, time.perf_counter() - started, trainable, total)
     metrics.update(early_stop_summary(trainer, recipe.training))
+    if step0 is not None:
+        metrics["step0"] = step0
     classifier_eval = recipe.is_classification and recipe.data.validation is not None
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
         scores = trainer.evaluate()
-        metrics.update({k: v for k, v in scores.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")})
+        metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     # Collectives first, on every rank: under FSDP FULL_STATE_DICT or ZeRO-3 saving gathers the weights from all
     # ranks, and a sharded model's forward pass gathers each block's; a rank left out would hang the others.
@@ -76,6 +90,34 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
         export_after_training(out.root, recipe)
     run_ending(out, metrics)
     return metrics
+
+
+# End-of-run evaluation values metrics.json keeps (TRL's names for preference runs).
+EVAL_METRICS = ("eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins",
+                "eval_rewards/chosen", "eval_rewards/rejected")
+
+
+def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> dict[str, Any] | None:
+    """A preference run's step-0 gate (not on resume: step 0 is behind it); a failed gate leaves no run folder
+    behind."""
+    if recipe.task != "preference" or recipe.training.resume is not None:
+        return None
+    from llm_tune.preference.gate import check_step_zero
+
+    try:
+        step0 = check_step_zero(trainer, recipe)
+    except UserError:
+        if not existed and is_main_process():
+            shutil.rmtree(out.root, ignore_errors=True)
+        raise
+    return step0
+
+
+def _step_zero_evaluation(trainer: Any, step0: dict[str, Any]) -> None:
+    """The validation scores before the first step, into step0 (TRL's names)."""
+    scores = trainer.evaluate()
+    step0.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
+    say("step 0    validation: " + ", ".join(f"{k} {v:.6g}" for k, v in scores.items() if k in EVAL_METRICS))
 
 
 def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
@@ -99,6 +141,10 @@ def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
 def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
+    if recipe.task == "preference":
+        from llm_tune.data.preference import load_preference_splits
+
+        return load_preference_splits(recipe.data, tokenizer, recipe.preference.method, recipe.training.seed)
     classifying = recipe.reads_labels
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
@@ -115,6 +161,11 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy, parameter_counts
 
+    if recipe.task == "preference":
+        from llm_tune.preference.start import starting_model
+
+        model = starting_model(recipe, tokenizer)
+        return model, parameter_counts(model)
     # Fresh weights (LoRA A matrices, a new head) must be the same in every run and on every rank, or neither
     # resuming nor comparing batch layouts can be exact.
     set_seed(recipe.training.seed)

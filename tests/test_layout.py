@@ -22,6 +22,7 @@ LAYERS = [
     {"data", "model"},
     {"classification"},
     {"train", "export", "report", "generation"},
+    {"preference"},
     {"pipeline"},
     {"sweep", "doctor"},
     {"cli"},

@@ -141,6 +141,10 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
 
 def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) -> str | None:
     """Why a row cannot be trained on, or None."""
+    if cfg.format == "preference":
+        from llm_tune.data.preference import pair_problem
+
+        return pair_problem(row)
     names = cfg.fields
     required = {
         "alpaca": (names.instruction, names.output),
@@ -188,10 +192,15 @@ def _where(spec: str, index: int) -> str:
     return f"{spec}: row {index}"
 
 
-def keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] | None, notes: list[str]) -> Dataset:
+def keep_good_rows(
+    rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] | None, notes: list[str], problem: Any = None
+) -> Dataset:
+    """The rows `problem(row, cfg, labels)` (default: row_problem) finds nothing wrong with; bad rows are an error
+    naming each, or skipped with a count (data.skip_bad_rows)."""
+    check = problem or row_problem
     bad = []
     for index, row in enumerate(rows):
-        problem = row_problem(row, cfg, labels)
+        problem = check(row, cfg, labels)
         if problem:
             bad.append((index, problem))
     if not bad and len(rows) == 0:
@@ -214,7 +223,12 @@ def keep_good_rows(rows: Dataset, cfg: DataConfig, spec: str, labels: list[str] 
 
 
 def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Dataset:
-    """Rows in TRL's format: prompt/completion, messages or text (plus `label` for classification)."""
+    """Rows in TRL's format: prompt/completion, messages or text (plus `label` for classification); preference
+    rows as prompt/completion with the preferred answer (what export checks and samples ask the model)."""
+    if cfg.format == "preference":
+        from llm_tune.data.preference import render_for_prompting
+
+        return render_for_prompting(rows, cfg, conversational)
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
         names = cfg.fields

@@ -33,6 +33,9 @@ def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | No
 def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_config: str | None = None) -> DoctorReport:
     """Print the report (and write it to json_path); raise UserError listing the problems, if any. With
     `launch_config` (an accelerate config file), the launch is checked first: its errors stop before anything loads."""
+    if recipe.task == "preference":  # its memory (a reference model or adapter) and timing are not modelled yet
+        raise UserError(f"{recipe_path}: doctor does not measure preference runs yet; train with training.max_steps=2"
+                        " to see the step-0 gate and the memory a step takes")
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 

@@ -51,7 +51,8 @@ def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dic
     """The Hub's front matter (huggingface_hub's ModelCardData, so the Hub reads it as it writes it)."""
     from huggingface_hub import ModelCardData
 
-    tags = ["llm_tune", recipe.strategy.kind, "text-classification" if recipe.is_classification else "sft"]
+    kind = "text-classification" if recipe.is_classification else "sft"
+    tags = ["llm_tune", recipe.strategy.kind, recipe.preference.method if recipe.task == "preference" else kind]
     if not merged:
         tags.append("lora")
     elif recipe.adapter:
@@ -100,9 +101,17 @@ def _summary(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dict[str
         layout += " (adapter merged into the base)"
     return (
         f"# Fine-tune of {base}\n\n"
-        f"Trained with llm_tune {__version__}: strategy `{recipe.strategy.kind}`, task `{recipe.task}`."
+        f"Trained with llm_tune {__version__}: strategy `{recipe.strategy.kind}`, task `{recipe.task}`{_method(recipe)}."
         f" This export is {layout}."
     )
+
+
+def _method(recipe: Recipe) -> str:
+    """A preference run's method and data, and the SFT run it started from."""
+    if recipe.task != "preference":
+        return ""
+    start = f", starting from the SFT run `{recipe.model.from_run}`" if recipe.model.from_run else ""
+    return f", preference method `{recipe.preference.method}` on the pairs in `{recipe.data.train}`{start}"
 
 
 def _training(recipe: Recipe) -> str:
@@ -111,6 +120,8 @@ def _training(recipe: Recipe) -> str:
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
     if recipe.is_classification:
         parts["classification"] = recipe.classification.model_dump(mode="json")
+    if recipe.task == "preference":
+        parts["preference"] = recipe.preference.model_dump(mode="json")
     parts["training"] = recipe.training.model_dump(mode="json")
     return "## Training\n\nFrom the run's resolved recipe:\n\n```yaml\n" + yaml.safe_dump(parts, sort_keys=False) + "```"
 

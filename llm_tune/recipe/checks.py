@@ -44,6 +44,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
         )
     if recipe.is_classification and not data.labelled:
         problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
+    if (recipe.task == "preference") != (data.format == "preference"):
+        problems.append(f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
+                        " preference go together")
     if recipe.export and recipe.export.format == "gguf":
         if recipe.sequence_head:
             problems.append(
@@ -91,8 +94,11 @@ def _evaluation_problems(recipe: Recipe) -> list[str]:
             " evaluation as better); set training.early_stopping_patience, or drop the threshold"
         )
     metric = training.metric_for_best_model
-    if metric != "eval_loss" and not recipe.is_classification:
-        problems.append(f"training.metric_for_best_model: {metric} is a classification metric; use eval_loss")
+    preference_metric = metric.startswith("eval_rewards/")
+    task_of_metric = "preference" if preference_metric else "classification"
+    fits = recipe.task == "preference" if preference_metric else recipe.is_classification
+    if metric != "eval_loss" and not fits:
+        problems.append(f"training.metric_for_best_model: {metric} is a {task_of_metric} metric; use eval_loss")
     return problems
 
 

@@ -11,7 +11,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from llm_tune.errors import UserError
-from llm_tune.recipe.schema import STRATEGIES, Recipe, Section
+from llm_tune.recipe.loading import TAGGED
+from llm_tune.recipe.schema import Recipe, Section
 
 
 def key_lines(section: str | None = None) -> list[str]:
@@ -28,8 +29,8 @@ def _rows(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, st
     rows = []
     for name, info in section.model_fields.items():
         path = f"{prefix}{name}"
-        if path == "strategy":
-            rows += _strategy_rows()
+        if path in TAGGED:
+            rows += _tagged_rows(path)
             continue
         nested = _section_of(info.annotation)
         if nested is not None:
@@ -39,22 +40,24 @@ def _rows(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, st
     return rows
 
 
-def _strategy_rows() -> list[tuple[str, str, str, str]]:
-    """The strategy section's keys, each once, with the kinds that take it."""
+def _tagged_rows(section: str) -> list[tuple[str, str, str, str]]:
+    """The strategy (preference) section's keys, each once, with the kinds (methods) that take it."""
+    tag, classes, default = TAGGED[section]
     owners: dict[str, list[str]] = {}
     infos: dict[str, FieldInfo] = {}
-    for kind, cls in STRATEGIES.items():
+    for kind, cls in classes.items():
         for name, info in cls.model_fields.items():
             owners.setdefault(name, []).append(kind)
             infos.setdefault(name, info)
     rows = []
     for name, kinds in owners.items():
         info = infos[name]
-        if name == "kind":
-            rows.append(("strategy.kind", " | ".join(STRATEGIES), "lora", "which weights train"))
+        if name == tag:
+            what = "which weights train" if section == "strategy" else "the preference method"
+            rows.append((f"{section}.{tag}", " | ".join(classes), default, what))
             continue
         text = f"[{', '.join(kinds)}] {info.description or ''}"
-        rows.append((f"strategy.{name}", _type_name(info.annotation), _default(info), text))
+        rows.append((f"{section}.{name}", _type_name(info.annotation), _default(info), text))
     return rows
 
 

@@ -16,15 +16,21 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llm_tune.errors import UserError
-from llm_tune.recipe.schema import STRATEGIES, Recipe
+from llm_tune.recipe.schema import PREFERENCE_METHODS, STRATEGIES, Recipe
+
+# Sections typed by a tag key: (tag, {tag value: class}, default tag). Changing the tag drops the keys the new
+# class does not take, so `preference.method=kto` works on a DPO recipe as `strategy.kind=full` on a LoRA one.
+TAGGED = {"strategy": ("kind", STRATEGIES, "lora"), "preference": ("method", PREFERENCE_METHODS, "dpo")}
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """The fully resolved, validated recipe; raises UserError listing every problem."""
     path = Path(path)
     raw = _read_with_parents(path, seen=())
-    # A change of strategy kind goes first, so that the keys given with it are checked against the new kind.
-    for override in sorted(overrides, key=lambda o: not o.startswith("strategy.kind=")):
+    # A change of strategy kind (preference method) goes first, so that the keys given with it are checked against
+    # the new kind.
+    tags = tuple(f"{section}.{tag}=" for section, (tag, _, _) in TAGGED.items())
+    for override in sorted(overrides, key=lambda o: not o.startswith(tags)):
         _apply_override(raw, override)
     try:
         return Recipe.model_validate(raw)
@@ -97,20 +103,23 @@ def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(parent, str):
         raise UserError(f"{path}: inherits: expected a path to a parent recipe, got {parent!r}")
     base = _read_with_parents(path.parent / parent, (*seen, resolved))
-    child_strategy = data.get("strategy")
-    if isinstance(child_strategy, dict) and isinstance(base.get("strategy"), dict) and "kind" in child_strategy:
-        base["strategy"] = _keys_of_kind(base["strategy"], child_strategy["kind"])
+    for section, (tag, _, _) in TAGGED.items():
+        child = data.get(section)
+        if isinstance(child, dict) and isinstance(base.get(section), dict) and tag in child:
+            base[section] = _keys_of_kind(base[section], child[tag], section)
     return _deep_merge(base, data)
 
 
-def _keys_of_kind(strategy: dict[str, Any], kind: Any) -> dict[str, Any]:
-    """An inherited strategy section when the kind changes: only the keys the new kind has (a frozen recipe
-    that inherits a LoRA one does not inherit its rank). Keys written next to the new kind are still checked."""
-    if kind == strategy.get("kind", "lora") or kind not in STRATEGIES:
-        return strategy
-    known = set().union(*(cls.model_fields for cls in STRATEGIES.values()))
-    wanted = STRATEGIES[kind].model_fields
-    return {key: value for key, value in strategy.items() if key in wanted or key not in known}
+def _keys_of_kind(values: dict[str, Any], kind: Any, section: str = "strategy") -> dict[str, Any]:
+    """An inherited strategy (preference) section when the kind (method) changes: only the keys the new kind has
+    (a frozen recipe that inherits a LoRA one does not inherit its rank). Keys written next to the new kind are still
+    checked."""
+    tag, classes, default = TAGGED[section]
+    if kind == values.get(tag, default) or kind not in classes:
+        return values
+    known = set().union(*(cls.model_fields for cls in classes.values()))
+    wanted = classes[kind].model_fields
+    return {key: value for key, value in values.items() if key in wanted or key not in known}
 
 
 def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +149,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise UserError(f"override {override!r}: {part} is a value, not a section")
         node = child
-    if parents == ["strategy"] and leaf == "kind":
-        kept = _keys_of_kind(node, value)
+    if len(parents) == 1 and parents[0] in TAGGED and leaf == TAGGED[parents[0]][0]:
+        kept = _keys_of_kind(node, value, parents[0])
         node.clear()
         node.update(kept)
     node[leaf] = value
@@ -150,17 +159,18 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 def _describe(err: Mapping[str, Any]) -> str:
     loc = [str(part) for part in err["loc"] if not str(part).startswith("function-after")]
     kind = None
-    if loc[:1] == ["strategy"] and len(loc) > 1 and loc[1] in STRATEGIES:
+    if loc[:1] and loc[0] in TAGGED and len(loc) > 1 and loc[1] in TAGGED[loc[0]][1]:
         kind = loc.pop(1)  # the discriminated union's tag: not a key the user wrote
     where = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         if kind is not None:
-            return f"{where}: {_not_of_kind(loc[-1], kind)}"
+            return f"{where}: {_not_of_kind(loc[-1], kind, loc[0])}"
         return f"{where}: unknown key{_suggestion(err['loc'])}"
-    if err["type"] == "union_tag_invalid":
-        got = err["input"].get("kind") if isinstance(err.get("input"), dict) else None
-        kinds = [repr(kind) for kind in STRATEGIES]
-        return f"{where}.kind: Input should be {', '.join(kinds[:-1])} or {kinds[-1]} (got {got!r})"
+    if err["type"] == "union_tag_invalid" and loc[:1] and loc[0] in TAGGED:
+        tag, classes, _ = TAGGED[loc[0]]
+        got = err["input"].get(tag) if isinstance(err.get("input"), dict) else None
+        kinds = [repr(kind) for kind in classes]
+        return f"{where}.{tag}: Input should be {', '.join(kinds[:-1])} or {kinds[-1]} (got {got!r})"
     if err["type"] == "missing":
         return f"{where}: required key is missing"
     message = str(err["msg"]).removeprefix("Value error, ")
@@ -173,14 +183,15 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{where}: {message}{shown}"
 
 
-def _not_of_kind(key: str, kind: str) -> str:
-    """A strategy key that the chosen kind does not take: name the kinds that do."""
-    owners = [name for name, cls in STRATEGIES.items() if key in cls.model_fields]
-    takes = ", ".join(k for k in STRATEGIES[kind].model_fields if k != "kind") or "no other keys"
+def _not_of_kind(key: str, kind: str, section: str = "strategy") -> str:
+    """A strategy (preference) key that the chosen kind (method) does not take: name the kinds that do."""
+    tag, classes, _ = TAGGED[section]
+    owners = [name for name, cls in classes.items() if key in cls.model_fields]
+    takes = ", ".join(k for k in classes[kind].model_fields if k != tag) or "no other keys"
     if owners:
-        return f"a key of strategy kind {' or '.join(owners)}, not of kind {kind} (which takes: {takes})"
-    close = difflib.get_close_matches(key, list(STRATEGIES[kind].model_fields), n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"kind {kind} takes: {takes}"
+        return f"a key of {section} {tag} {' or '.join(owners)}, not of {tag} {kind} (which takes: {takes})"
+    close = difflib.get_close_matches(key, list(classes[kind].model_fields), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"{tag} {kind} takes: {takes}"
     return f"unknown key ({hint})"
 
 

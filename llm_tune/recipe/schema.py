@@ -26,6 +26,11 @@ class ModelConfig(Section):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a Hub model")
     trust_remote_code: bool = Field(False, description="allow a Hub model's own Python code to run")
     attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+    from_run: str | None = Field(
+        None,
+        description="task preference: start from a finished SFT run folder (its adapter continues, or its full"
+        " model), with that policy as the reference; name_or_path must be the base that run trained on",
+    )
 
 
 class FullStrategy(Section):
@@ -123,8 +128,10 @@ class DataConfig(Section):
         None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
     )
     validation_seed: int = Field(0, description="seed of the shuffle that carves validation_fraction out of train")
-    format: Literal["alpaca", "chat", "completion", "classification"] = Field(
-        "alpaca", description="how rows are read: alpaca, chat, completion (raw text) or classification"
+    format: Literal["alpaca", "chat", "completion", "classification", "preference"] = Field(
+        "alpaca", description="how rows are read: alpaca, chat, completion (raw text), classification, or preference"
+        " ({prompt, chosen, rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label}"
+        " for KTO; TRL's column names)"
     )
     fields: FieldNames = Field(FieldNames(), description="column names, when they differ from the defaults")
     max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
@@ -196,9 +203,11 @@ class TrainingConfig(Section):
         None, gt=0, description="evaluate on the validation rows every N steps (classification: accuracy and"
         " macro-F1 too); null: once, at the end"
     )
-    metric_for_best_model: Literal["eval_loss", "eval_accuracy", "eval_macro_f1"] = Field(
+    metric_for_best_model: Literal[
+        "eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins"
+    ] = Field(
         "eval_loss", description="the validation metric that picks the best checkpoint and drives early stopping"
-        " (accuracy and macro-F1: classification runs)"
+        " (accuracy and macro-F1: classification runs; TRL's reward accuracy and margin: preference runs)"
     )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after this many evaluations without improvement, and keep the best checkpoint"
@@ -232,6 +241,96 @@ class TrainingConfig(Section):
     @property
     def greater_is_better(self) -> bool:
         return self.metric_for_best_model != "eval_loss"
+
+
+DpoLoss = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]
+BETA = (
+    "TRL's beta: dpo and kto, how strongly the policy is held to the reference (0.1); orpo, the weight of the"
+    " odds-ratio term (lambda, 0.1); simpo, the reward scale (2.0)"
+)
+
+
+class DpoConfig(Section):
+    """Direct Preference Optimization (TRL DPOTrainer / DPOConfig names)."""
+
+    method: Literal["dpo"] = Field("dpo", description="dpo: pairs scored against a frozen reference policy")
+    beta: float = Field(0.1, gt=0, description=BETA)
+    loss_type: list[DpoLoss] = Field(
+        ["sigmoid"], min_length=1, description="TRL's DPO losses, summed (sigmoid is the DPO paper's)"
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="a weight per loss_type entry; null: 1 each"
+    )
+    reference: Literal["start", "base"] = Field(
+        "start",
+        description="start: the policy as the run starts (the SFT run's with model.from_run, else the base); base:"
+        " the base model without any adapter",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False, description="score the reference once before training (less memory and time per step)"
+    )
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> DpoConfig:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"preference.loss_weights: {len(self.loss_weights)} weights for {len(self.loss_type)} loss_type"
+                " entries; give one weight per loss"
+            )
+        return self
+
+
+class KtoConfig(Section):
+    """Kahneman-Tversky Optimization on unpaired rows (TRL KTOTrainer / KTOConfig names)."""
+
+    method: Literal["kto"] = Field("kto", description="kto: unpaired good/bad completions (pairs are unpaired)")
+    beta: float = Field(0.1, gt=0, description=BETA)
+    desirable_weight: float = Field(1.0, gt=0, description="weight of the desirable (label true) rows' loss")
+    undesirable_weight: float = Field(1.0, gt=0, description="weight of the undesirable (label false) rows' loss")
+    reference: Literal["start", "base"] = Field(
+        "start",
+        description="start: the policy as the run starts (the SFT run's with model.from_run, else the base); base:"
+        " the base model without any adapter",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False, description="score the reference once before training (less memory and time per step)"
+    )
+
+
+class OrpoConfig(Section):
+    """Odds Ratio Preference Optimization: SFT loss plus an odds-ratio term, no reference (TRL ORPOTrainer)."""
+
+    method: Literal["orpo"] = Field("orpo", description="orpo: no reference model; NLL plus odds-ratio penalty")
+    beta: float = Field(0.1, gt=0, description=BETA)
+
+
+class SimpoConfig(Section):
+    """SimPO: length-normalized pairwise loss with a margin, no reference (TRL CPOTrainer, loss_type simpo,
+    cpo_alpha 0)."""
+
+    method: Literal["simpo"] = Field("simpo", description="simpo: no reference model; average log-prob margin")
+    beta: float = Field(2.0, gt=0, description=BETA)
+    simpo_gamma: float = Field(0.5, ge=0, description="the target reward margin gamma (TRL's simpo_gamma)")
+
+
+PREFERENCE_METHODS: dict[str, type[Section]] = {
+    "dpo": DpoConfig, "kto": KtoConfig, "orpo": OrpoConfig, "simpo": SimpoConfig
+}
+
+
+def _preference_method(value: Any) -> str:
+    method = value.get("method", "dpo") if isinstance(value, dict) else getattr(value, "method", "dpo")
+    return method if method in PREFERENCE_METHODS else "unknown"
+
+
+Preference = Annotated[
+    Annotated[DpoConfig, Tag("dpo")] | Annotated[KtoConfig, Tag("kto")] | Annotated[OrpoConfig, Tag("orpo")]
+    | Annotated[SimpoConfig, Tag("simpo")],
+    Discriminator(_preference_method),
+]
 
 
 class ExportConfig(Section):
@@ -273,8 +372,11 @@ class ExportConfig(Section):
 class Recipe(Section):
     model: ModelConfig = Field(description="the base model")
     strategy: Strategy = Field(LoraStrategy(), description="which weights train: full, frozen, lora or qlora")
-    task: Literal["sft", "classification"] = Field("sft", description="sft (causal LM) or classification")
+    task: Literal["sft", "classification", "preference"] = Field(
+        "sft", description="sft (causal LM), classification, or preference (DPO, KTO, ORPO, SimPO on preference data)"
+    )
     classification: ClassificationConfig = Field(ClassificationConfig(), description="classification runs")
+    preference: Preference = Field(DpoConfig(), description="preference runs: the method and its keys")
     data: DataConfig = Field(description="where the rows come from and how they are read")
     training: TrainingConfig = Field(TrainingConfig(), description="the trainer (TrainingArguments names)")
     output_dir: str = Field("runs/latest", description="the run folder")

@@ -14,6 +14,8 @@ from llm_tune.run_folder import RunFolder, read_json
 
 Series = list[tuple[int, float]]  # (optimizer step, value)
 PREDICTIONS_SHOWN = 8
+# TRL's reward logs of a preference run (training, then validation): beta x log-ratio of chosen and rejected.
+REWARD_KEYS = tuple(f"{prefix}rewards/{name}" for prefix in ("", "eval_") for name in ("chosen", "rejected", "margins"))
 
 
 @dataclass
@@ -33,6 +35,7 @@ class RunData:
     environment: dict[str, Any] | None = None
     state_from: Path | None = None  # where the log came from
     label: str | None = None  # set when several runs of the same folder name are compared
+    rewards: dict[str, Series] = field(default_factory=dict)  # a preference run's TRL reward curves, by log key
 
     @property
     def name(self) -> str:
@@ -65,6 +68,7 @@ def read_run(root: Path) -> RunData:
         samples=_jsonl(run.samples),
         environment=read_json(run.environment) if run.environment.is_file() else None,
         state_from=state_file,
+        rewards={key: _series(log, key) for key in REWARD_KEYS if _series(log, key)},
     )
     if data.classification and "eval_loss" in metrics:
         data.final_eval_loss = (int(metrics.get("train_steps") or _last_step(log)), float(metrics["eval_loss"]))

@@ -82,6 +82,8 @@ def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
     """{file stem: (title, PNG)} for the plots this run has data for."""
     figures = {"loss": ("Loss", plots.loss_plot([run])),
                "learning_rate": ("Learning rate", plots.learning_rate_plot([run]))}
+    if run.rewards:
+        figures["rewards"] = ("Rewards", plots.rewards_plot(run))
     if run.evaluation is not None:
         figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(run.evaluation))
         figures["per_class_f1"] = ("Per-class F1", plots.f1_plot(run.evaluation))

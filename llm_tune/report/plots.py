@@ -67,6 +67,24 @@ def learning_rate_plot(runs: list[RunData]) -> bytes | None:
     return _png(fig, ax, legend=None if len(runs) == 1 else "below")
 
 
+def rewards_plot(run: RunData) -> bytes | None:
+    """A preference run's rewards of the chosen and rejected answers and their margin, training (solid) and
+    validation (dashed, dots); None when the run logged none."""
+    if not run.rewards:
+        return None
+    fig, ax = _figure()
+    colors = {"chosen": TRAIN_COLOR, "rejected": EVAL_COLOR, "margins": "#16a34a"}
+    for key, series in run.rewards.items():
+        name = key.rsplit("/", 1)[1]
+        validation = key.startswith("eval_")
+        label = f"{name} ({'validation' if validation else 'training'})"
+        _line(ax, series, colors[name], label, "--" if validation else "-", marker="o" if validation else None)
+    ax.axhline(0.0, color="#9ca3af", linewidth=0.8)
+    ax.set(xlabel="step", ylabel="reward (beta x log-ratio)", title="Rewards")
+    _integer_steps(ax)
+    return _png(fig, ax)
+
+
 def confusion_plot(evaluation: dict[str, Any]) -> bytes:
     """Counts per (true, predicted) label, shaded by the share of the true label's rows."""
     from matplotlib.figure import Figure

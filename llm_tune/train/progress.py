@@ -92,7 +92,9 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     from llm_tune.model.precision import describe_device
 
     t, data = recipe.training, recipe.data
-    tokens = _token_count(trainer.train_dataset)
+    # Preference trainers keep prompt and answers in columns of their own: no single token count to show.
+    counted = "input_ids" in trainer.train_dataset.column_names
+    tokens = f", {_token_count(trainer.train_dataset):,} tokens" if counted else ""
     validation = f", {len(splits.validation):,} validation" if splits.validation is not None else ""
     head = f" ({recipe.classification.head} head)" if recipe.is_classification else ""
     world = trainer.args.world_size
@@ -102,7 +104,7 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     processes = f" x {world} processes" if world > 1 else ""
     say(f"model     {recipe.model.name_or_path}, {describe_device(recipe.model)}")
     say(f"strategy  {recipe.strategy.kind}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-    say(f"data      {len(splits.train):,} {data.format} rows{head}, {tokens:,} tokens{validation}")
+    say(f"data      {len(splits.train):,} {data.format} rows{head}{tokens}{validation}")
     say(f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
         f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}")
     for note in splits.notes:  # truncated or skipped rows, the head's initialisation

@@ -1,0 +1,100 @@
+"""From a preference recipe to TRL's trainer: DPOTrainer, KTOTrainer, or the experimental ORPOTrainer and
+CPOTrainer (SimPO is CPO with loss_type simpo and cpo_alpha 0). The shared TrainingArguments come from
+train/trainer.py, so every knob the recipe sets reaches the trainer; the method's own keys are added here."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from llm_tune.console import say
+from llm_tune.recipe.schema import DpoConfig, KtoConfig, OrpoConfig, Recipe, SimpoConfig
+from llm_tune.run_folder import RunFolder
+
+
+def preference_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
+    """TRL's config for the method: the shared arguments, the data's max_length and the method's keys."""
+    p = recipe.preference
+    common = dict(arguments, max_length=recipe.data.max_length, beta=p.beta)
+    if isinstance(p, DpoConfig):
+        from trl import DPOConfig
+
+        return DPOConfig(**common, loss_type=list(p.loss_type), loss_weights=p.loss_weights,
+                         precompute_ref_log_probs=p.precompute_ref_log_probs)
+    if isinstance(p, KtoConfig):
+        from trl import KTOConfig
+
+        # KTO's KL term pairs each row with its neighbours in a fixed-order batch: TRL requires sequential order
+        # (the rows were shuffled once, seeded, when they were loaded).
+        common["train_sampling_strategy"] = "sequential"
+        return KTOConfig(**common, desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight,
+                         precompute_ref_log_probs=p.precompute_ref_log_probs)
+    with warnings.catch_warnings():  # trl.experimental warns on import that its API may change
+        warnings.simplefilter("ignore")
+        if isinstance(p, OrpoConfig):
+            from trl.experimental.orpo import ORPOConfig
+
+            return ORPOConfig(**common)
+        from trl.experimental.cpo import CPOConfig
+
+    assert isinstance(p, SimpoConfig)
+    return CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=p.simpo_gamma)
+
+
+def trainer_class(recipe: Recipe) -> type:
+    """TRL's trainer for the method, saving only the trained adapter (not TRL's frozen `ref` copy)."""
+    method = recipe.preference.method
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "dpo":
+            from trl import DPOTrainer as base
+        elif method == "kto":
+            from trl import KTOTrainer as base
+        elif method == "orpo":
+            from trl.experimental.orpo import ORPOTrainer as base
+        else:
+            from trl.experimental.cpo import CPOTrainer as base
+    return type(f"{base.__name__}", (TrainedAdapterOnly, base), {})
+
+
+class TrainedAdapterOnly:
+    """Saves (checkpoints and the run's weights) hold the trained `default` adapter only: TRL's frozen `ref` copy
+    is rebuilt from the starting adapter whenever the trainer is made, and an adapter folder with a second adapter
+    in it is not what exports and `from_pretrained` expect."""
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if "ref" not in getattr(model, "peft_config", {}):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model.save_pretrained(output_dir, selected_adapters=["default"])
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        return None
+
+
+def build_preference_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, run: RunFolder) -> Any:
+    from llm_tune.preference.start import base_reference
+    from llm_tune.train.monitor import watch_callbacks
+    from llm_tune.train.trainer import trainer_arguments
+
+    arguments = trainer_arguments(recipe, run, splits.validation is not None)
+    if arguments["train_sampling_strategy"] == "group_by_length" and recipe.preference.method != "kto":
+        # Preference rows keep prompt and answers in separate columns, which the length-grouped sampler cannot
+        # measure: a plain seeded shuffle.
+        arguments["train_sampling_strategy"] = "random"
+        say("training.group_by_length: preference rows are shuffled plainly (seeded), not grouped by length")
+    if recipe.preference.method != "dpo":
+        arguments["include_num_input_tokens_seen"] = "no"  # these trainers' batches carry no input_ids to count
+    if recipe.training.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
+    trainer = trainer_class(recipe)(
+        model=model, args=preference_config(recipe, arguments), train_dataset=splits.train,
+        eval_dataset=splits.validation, processing_class=tokenizer,
+    )
+    base_reference(recipe, trainer)
+    for callback in watch_callbacks(recipe.training):
+        trainer.add_callback(callback)
+    return trainer
