@@ -92,10 +92,13 @@ def training_tokenizer(recipe: Recipe) -> tuple[Any, Any]:
 def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     from llm_tune.data.formats import load_splits
 
-    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    classifying = recipe.task == "classification" or recipe.data.targets
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
+        from llm_tune.classification.problems import resolve_from_training_rows
+
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
+        resolve_from_training_rows(recipe, splits.train)
     return splits
 
 
@@ -112,8 +115,10 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
     # resuming nor comparing batch layouts can be exact.
     set_seed(recipe.training.seed)
     sequence_head = recipe.sequence_head
-    model = load_model(recipe.model, tokenizer, labels=labels if sequence_head else None, four_bit=recipe.four_bit)
-    if sequence_head and recipe.classification.init_head_from_labels:
+    model = load_model(recipe.model, tokenizer, labels=recipe.head_labels, four_bit=recipe.four_bit)
+    if sequence_head:  # the loss transformers' head computes: cross-entropy, BCE over sigmoids, or MSE
+        model.config.problem_type = recipe.problem_type
+    if sequence_head and recipe.classification.init_head_from_labels and recipe.data.format != "regression":
         if init_head_from_label_tokens(model, tokenizer, labels):
             notes.append("classification head initialised from the label tokens' LM-head rows")
     gradient_checkpointing = recipe.training.gradient_checkpointing

@@ -29,10 +29,11 @@ def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, 
 
 
 def encode_for_classifier(
-    tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int, target: Callable[[Any], Any] | None = None
 ) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-    """Batched map: the prompt up to where the answer would start (the pooled last token), and the label id."""
-    label_id = {label: i for i, label in enumerate(labels)}
+    """Batched map: the prompt up to where the answer would start (the pooled last token), and the training target
+    (`target` of the row's label: by default the label id)."""
+    label_id = target or {label: i for i, label in enumerate(labels)}.__getitem__
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         # Keep the end: the pooled position is the last token, where the answer would begin.
@@ -40,7 +41,7 @@ def encode_for_classifier(
         return {
             "input_ids": ids,
             "attention_mask": [[1] * len(x) for x in ids],
-            "labels": [label_id[label] for label in batch["label"]],
+            "labels": [label_id(label) for label in batch["label"]],
         }
 
     return encode

@@ -69,7 +69,7 @@ def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[s
     if splits.labels is not None:
         train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
         sections["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
-    classifying = recipe.task == "classification" or recipe.data.format == "classification"
+    classifying = recipe.task == "classification" or recipe.data.targets
     keys = {name: [checks.row_key(r, classifying) for r in split] if split is not None else None
             for name, split in (("train", splits.train), ("validation", splits.validation))}  # fmt: skip
     sections["duplicates"] = checks.duplicate_findings(keys["train"], keys["validation"], found)

@@ -72,7 +72,7 @@ class Job:
 
     @property
     def labels(self) -> list[str] | None:
-        return self.recipe.classification.labels if self.classifier else None
+        return self.recipe.head_labels if self.classifier else None
 
 
 def trained_dtype(recipe: Recipe) -> str:

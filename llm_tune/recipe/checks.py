@@ -11,6 +11,7 @@ from pathlib import Path
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
+from llm_tune.recipe.target_checks import target_problems
 
 # Files any of which holds a transformers tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -29,7 +30,7 @@ def load_checked(recipe_path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 def check_recipe(recipe: Recipe) -> list[str]:
     problems = check_model_source(recipe.model) + check_data_paths(recipe.data) + check_output_dir(recipe.output_dir)
-    strategy, data, training = recipe.strategy, recipe.data, recipe.training
+    strategy, training = recipe.strategy, recipe.training
     if recipe.four_bit and importlib.util.find_spec("bitsandbytes") is None:
         problems.append("strategy.kind: qlora needs bitsandbytes; pip install bitsandbytes, or use strategy.kind=lora")
     layers = num_hidden_layers(recipe.model) if not problems else None
@@ -42,8 +43,6 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
             f" choose 1 to {layers}"
         )
-    if recipe.task == "classification" and data.format != "classification":
-        problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
     if recipe.export and recipe.export.format == "gguf":
         if recipe.sequence_head:
             problems.append(
@@ -64,7 +63,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
                 "strategy.trainable_layers: 0 with no strategy.trainable_modules trains nothing; a linear probe needs"
                 " a classification head (classification.head: sequence) or modules to train (e.g. [lm_head])"
             )
-    return problems + _evaluation_problems(recipe)
+    return problems + _evaluation_problems(recipe) + target_problems(recipe)
 
 
 def _evaluation_problems(recipe: Recipe) -> list[str]:
