@@ -16,6 +16,9 @@ from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
+# eval/metrics.json keys that metrics.json repeats as eval_KEY: single-label, multi_label and regression runs.
+EVAL_SUMMARY = ("loss", "accuracy", "macro_f1", "micro_f1", "subset_accuracy", "pearson", "spearman", "mse", "mae")
+
 
 def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
     """Train the recipe into its output_dir; `callbacks` (TrainerCallbacks) watch the run (a sweep's pruning)."""
@@ -130,9 +133,10 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     from llm_tune.classification.scoring import evaluate_classifier
 
     batch = recipe.training.per_device_eval_batch_size
-    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval)
-    metrics.update(eval_loss=scores["loss"], eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
+    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True)
+    metrics.update({f"eval_{key}": scores[key] for key in EVAL_SUMMARY if key in scores})
     out.write_metrics(metrics)
+    out.write_recipe(recipe)  # with what evaluation resolved (a multi_label run's tuned thresholds)
 
 
 def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> None:

@@ -56,8 +56,25 @@ def label_probabilities(
     batch_size: int,
     autocast: bool = False,
 ) -> Any:
-    """[rows, labels] probabilities in the rows' order, computed batch by batch over rows sorted by length (little
-    padding; full-vocabulary logits never outlive a batch), under bfloat16 autocast when training used it."""
+    """[rows, labels] probabilities (a softmax over `label_scores`), in the rows' order."""
+    import torch
+
+    scores = label_scores(model, tokenizer, prompts, labels, head, batch_size, autocast)
+    return torch.softmax(scores, dim=-1).numpy()
+
+
+def label_scores(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Any],
+    labels: list[str],
+    head: str,
+    batch_size: int,
+    autocast: bool = False,
+) -> Any:
+    """[rows, outputs] raw scores (a sequence head's logits, or a generate head's label log-likelihoods) in the rows'
+    order, computed batch by batch over rows sorted by length (little padding; full-vocabulary logits never outlive
+    a batch), under bfloat16 autocast when training used it."""
     import torch
     from tqdm.auto import tqdm
 
@@ -66,7 +83,7 @@ def label_probabilities(
     model.eval()
     ids = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peaks at once
-    scores = torch.empty(len(ids), len(labels))
+    scores = torch.empty(len(ids), model.config.num_labels if head == "sequence" else len(labels))
     device = next(model.parameters()).device
     with (
         torch.inference_mode(),
@@ -82,7 +99,7 @@ def label_probabilities(
                 batch_scores = _label_loglikelihoods(model, tokenizer, batch, labels)
             scores[picked] = batch_scores.float().cpu()
             bar.update(len(picked))
-    return torch.softmax(scores, dim=-1).numpy()
+    return scores
 
 
 def _padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], side: str, device: Any) -> tuple[Any, Any]:

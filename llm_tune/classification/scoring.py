@@ -25,10 +25,18 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
     return rendered.add_column("text", rows[cfg.fields.text])
 
 
-def evaluate_classifier(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict:
-    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl."""
+def evaluate_classifier(
+    recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path, tune: bool = False
+) -> dict:
+    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl (`tune`:
+    after training, a multi_label run's thresholds are tuned on these rows first)."""
     from llm_tune.classification.heads import label_probabilities
     from llm_tune.model.loading import mixed_precision
+
+    if recipe.data.format != "classification":
+        from llm_tune.classification.target_scoring import evaluate_targets
+
+        return evaluate_targets(recipe, model, tokenizer, spec, batch_size, out, tune)
 
     labels = recipe.classification.labels
     rows = classification_rows(recipe, spec, tokenizer)
@@ -101,23 +109,27 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
     return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, RunFolder(run_dir).eval)
 
 
-def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> list[dict[str, float]]:
-    from datasets import Dataset
-
+def predict_command(
+    run_dir: Path, texts: list[str], batch_size: int | None, pairs: list[str] | None = None
+) -> list[dict[str, float]]:
     from llm_tune.classification.heads import label_probabilities
-    from llm_tune.data.formats import render
+    from llm_tune.data.formats import user_prompt
     from llm_tune.model.loading import mixed_precision
     from llm_tune.model.trained import load_trained
 
+    pairing = _check_pairs(run_dir, texts, pairs)
     run = load_trained(run_dir)
     recipe = run.recipe
     if recipe.task != "classification":
         raise UserError(f"{run_dir}: predict needs a classification run; this run's task is {recipe.task}")
     labels = recipe.classification.labels
-    cfg = recipe.data.model_copy(update={"fields": recipe.data.fields.model_copy(update={"text": "text", "label": "label"})})
-    rows = Dataset.from_dict({"text": texts, "label": [labels[0]] * len(texts)})
-    prompts = render(rows, cfg, labels, run.tokenizer.chat_template is not None)["prompt"]
+    conversational = run.tokenizer.chat_template is not None
+    prompts = [user_prompt(t, recipe.data, labels, conversational, p) for t, p in zip(texts, pairing)]
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
+    if recipe.data.format != "classification":
+        from llm_tune.classification.target_scoring import predict_targets
+
+        return predict_targets(recipe, run.model, run.tokenizer, texts, prompts, batch_size)
     autocast = mixed_precision(recipe.model)
     probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, autocast)
     results = [dict(zip(labels, map(float, row))) for row in probs]
@@ -125,3 +137,18 @@ def predict_command(run_dir: Path, texts: list[str], batch_size: int | None) -> 
         ranked = sorted(result.items(), key=lambda kv: -kv[1])
         print(f"{text}\n  " + "  ".join(f"{label} {p:.4f}" for label, p in ranked), flush=True)
     return results
+
+
+def _check_pairs(run_dir: Path, texts: list[str], pairs: list[str] | None) -> list[str | None]:
+    """The second text of each text: --text-pair exactly when the run reads pairs, one per --text."""
+    from llm_tune.run_folder import RunFolder
+
+    pair_field = RunFolder(run_dir).read_recipe().data.fields.text_pair
+    if pair_field and len(pairs or []) != len(texts):
+        raise UserError(
+            f"--text-pair: {run_dir} classifies text pairs ({pair_field}); give one --text-pair per --text"
+            f" ({len(texts)} texts, {len(pairs or [])} pairs)"
+        )
+    if pairs and not pair_field:
+        raise UserError(f"--text-pair: {run_dir} classifies single texts (no data.fields.text_pair); drop --text-pair")
+    return list(pairs) if pair_field else [None] * len(texts)

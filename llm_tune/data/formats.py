@@ -215,15 +215,18 @@ def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict
     return messages
 
 
-def user_prompt(text: str, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Any:
+def user_prompt(
+    text: str, cfg: DataConfig, labels: list[str] | None, conversational: bool, text_pair: str | None = None
+) -> Any:
     """The prompt training rendered for a row whose user part is `text` (an alpaca instruction, a chat's one user
-    turn, a text to classify, raw text), through the same code as `render`: what `generate` asks the model."""
+    turn, a text to classify (and its `text_pair`), raw text), through the same code as `render`: what `generate`
+    asks the model."""
     if cfg.format == "completion":
         return text
     if cfg.format == "chat":
         return with_system([{"role": "user", "content": text}], cfg.system_prompt)
     if cfg.targets:
-        text = fill_prompt(cfg, text, labels)
+        text = fill_prompt(cfg, text, labels, text_pair)
     return _pair(text, "", cfg.system_prompt, conversational)["prompt"]
 
 
