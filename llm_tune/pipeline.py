@@ -17,7 +17,9 @@ from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
 # eval/metrics.json keys that metrics.json repeats as eval_KEY: single-label, multi_label and regression runs.
-EVAL_SUMMARY = ("loss", "accuracy", "macro_f1", "micro_f1", "subset_accuracy", "pearson", "spearman", "mse", "mae")
+CALIBRATION_FILE = "calibration.json"  # temperature scaling's fit: ECE and reliability bins before and after
+EVAL_SUMMARY = ("loss", "accuracy", "macro_f1", "micro_f1", "subset_accuracy", "pearson", "spearman", "mse", "mae",
+                "ece")
 
 
 def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
@@ -135,6 +137,9 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     batch = recipe.training.per_device_eval_batch_size
     scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True)
     metrics.update({f"eval_{key}": scores[key] for key in EVAL_SUMMARY if key in scores})
+    if "calibration" in scores:  # fitted now; `eval` later rewrites eval/, so the fit keeps its own file
+        metrics.update(eval_ece_before=scores["calibration"]["ece_before"], temperature=scores["temperature"])
+        write_json(out.root / CALIBRATION_FILE, scores["calibration"])
     out.write_metrics(metrics)
     out.write_recipe(recipe)  # with what evaluation resolved (a multi_label run's tuned thresholds)
 

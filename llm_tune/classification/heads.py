@@ -55,12 +55,13 @@ def label_probabilities(
     head: str,
     batch_size: int,
     autocast: bool = False,
+    temperature: float | None = None,
 ) -> Any:
-    """[rows, labels] probabilities (a softmax over `label_scores`), in the rows' order."""
+    """[rows, labels] probabilities (a softmax over `label_scores` / `temperature`), in the rows' order."""
     import torch
 
     scores = label_scores(model, tokenizer, prompts, labels, head, batch_size, autocast)
-    return torch.softmax(scores, dim=-1).numpy()
+    return torch.softmax(scores / (temperature or 1.0), dim=-1).numpy()
 
 
 def label_scores(

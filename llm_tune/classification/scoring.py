@@ -30,7 +30,8 @@ def evaluate_classifier(
 ) -> dict:
     """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl (`tune`:
     after training, a multi_label run's thresholds are tuned on these rows first)."""
-    from llm_tune.classification.heads import label_probabilities
+    from llm_tune.classification.calibration import reliability, softmax
+    from llm_tune.classification.heads import label_scores
     from llm_tune.model.loading import mixed_precision
 
     if recipe.data.format != "classification":
@@ -41,13 +42,16 @@ def evaluate_classifier(
     labels = recipe.classification.labels
     rows = classification_rows(recipe, spec, tokenizer)
     started = time.perf_counter()
-    probs = label_probabilities(
+    scores = label_scores(
         model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, mixed_precision(recipe.model)
     )
     seconds = time.perf_counter() - started
     truth = [labels.index(label) for label in rows["label"]]
+    calibration = _calibrate(recipe, scores, truth, spec) if tune else None
+    probs = softmax(scores, recipe.classification.temperature)
     metrics = {"data": spec, "rows": len(truth), "labels": labels, **classification_metrics(probs, truth, labels),
-               "rows_per_s": round(len(truth) / seconds, 2)}
+               "ece": reliability(probs, truth)["ece"], "temperature": recipe.classification.temperature,
+               **({"calibration": calibration} if calibration else {}), "rows_per_s": round(len(truth) / seconds, 2)}
     predicted = probs.argmax(-1).tolist()
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
@@ -59,6 +63,19 @@ def evaluate_classifier(
     print(format_report(metrics), flush=True)
     print(f"scored {len(truth)} rows in {seconds:.1f} s ({metrics['rows_per_s']:.1f} rows/s)", flush=True)
     return metrics
+
+
+def _calibrate(recipe: Recipe, scores: Any, truth: list[int], spec: str) -> dict[str, Any] | None:
+    """After training, with classification.calibrate: the temperature fitted on these rows (set in `recipe`)."""
+    from llm_tune.classification.calibration import calibrate
+
+    if not recipe.classification.calibrate or recipe.classification.temperature is not None:
+        return None
+    fitted = calibrate(scores, truth)
+    recipe.classification.temperature = round(fitted["temperature"], 6)
+    print(f"calibrated on {spec}: temperature {fitted['temperature']:.4f}, expected calibration error"
+          f" {fitted['ece_before']:.4f} -> {fitted['ece_after']:.4f} (saved in the run's recipe)", flush=True)
+    return fitted
 
 
 def classification_metrics(probs: Any, truth: list[int], labels: list[str]) -> dict[str, Any]:
@@ -131,7 +148,8 @@ def predict_command(
 
         return predict_targets(recipe, run.model, run.tokenizer, texts, prompts, batch_size)
     autocast = mixed_precision(recipe.model)
-    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, autocast)
+    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size, autocast,
+                                recipe.classification.temperature)
     results = [dict(zip(labels, map(float, row))) for row in probs]
     for text, result in zip(texts, results):
         ranked = sorted(result.items(), key=lambda kv: -kv[1])

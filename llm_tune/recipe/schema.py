@@ -193,6 +193,15 @@ class ClassificationConfig(Section):
         " the validation rows after training for the best F1 per label (0.5 without validation rows), and written"
         " here in the run's recipe"
     )
+    calibrate: bool = Field(
+        False, description="single-label heads: after training, fit a temperature on the validation rows (temperature"
+        " scaling: the same predictions, honest probabilities); the report shows the expected calibration error"
+        " before and after and a reliability diagram"
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="single-label heads: probabilities are softmax(scores / temperature) in eval, predict"
+        " and exports; set by calibrate (and written here in the run's recipe); null: 1"
+    )
     normalize_targets: bool = Field(
         False, description="regression: train on (score - mean) / std of the training scores; predictions are mapped"
         " back, and the run's recipe records target_mean and target_std"

@@ -38,6 +38,13 @@ def target_problems(recipe: Recipe) -> list[str]:
             problems.append(f"classification.thresholds: each must lie between 0 and 1, got {bad}")
     if data.format != "regression" and (c.normalize_targets or c.target_mean is not None or c.target_std is not None):
         problems.append(f"classification.normalize_targets: applies to data.format regression, not {data.format}")
+    for key in ("calibrate", "temperature"):
+        if getattr(c, key) not in (None, False) and data.format != "classification":
+            problems.append(f"classification.{key}: scales single-label probabilities; data.format {data.format} has"
+                            " none (remove it)")
+    if c.calibrate and data.validation is None and data.validation_fraction is None:
+        problems.append("classification.calibrate: fits on validation rows; set data.validation or"
+                        " data.validation_fraction")
     metric = recipe.training.metric_for_best_model
     if data.format == "regression" and metric != "eval_loss":
         problems.append(f"training.metric_for_best_model: {metric} is not defined for regression; use eval_loss (MSE)")

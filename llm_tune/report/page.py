@@ -20,6 +20,7 @@ TEXT_SHOWN = 400  # characters of a prediction's text on the page
 HEADLINE = (  # metrics.json keys shown up front, in this order
     ("eval_accuracy", "accuracy"), ("eval_micro_f1", "micro-F1"), ("eval_macro_f1", "macro-F1"),
     ("eval_subset_accuracy", "subset accuracy"), ("eval_pearson", "Pearson"), ("eval_spearman", "Spearman"),
+    ("eval_ece_before", "ECE before calibration"), ("eval_ece", "ECE"), ("temperature", "temperature"),
     ("train_loss", "training loss"),
     ("eval_loss", "validation loss"), ("train_steps", "steps"), ("train_examples", "examples"),
     ("train_tokens", "tokens"), ("tokens_per_s", "tokens/s"), ("train_runtime_s", "training seconds"),
@@ -89,6 +90,11 @@ def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
         figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(evaluation))
     if "f1" in evaluation:  # single-label and multi_label runs
         figures["per_class_f1"] = ("Per-class F1", plots.f1_plot(evaluation))
+    fit = run.run.root / "calibration.json"  # classification.calibrate: written by the pipeline after training
+    if fit.is_file():
+        from llm_tune.report.target_plots import reliability_plot
+
+        figures["reliability"] = ("Reliability", reliability_plot(json.loads(fit.read_text(encoding="utf-8"))))
     if "pearson" in evaluation:  # regression
         from llm_tune.report.history import _jsonl
         from llm_tune.report.target_plots import scatter_plot
