@@ -44,10 +44,10 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f" choose 1 to {layers}"
         )
     if recipe.export and recipe.export.format == "gguf":
-        if recipe.sequence_head:
+        if recipe.sequence_head and recipe.data.format != "classification":
             problems.append(
-                "export.format: gguf has no place for a sequence-classification head; use export.format: safetensors,"
-                " or classification.head: generate"
+                f"export.format: gguf folds a single-label head into LM-head rows; a {recipe.data.format} head has no"
+                " such form: use export.format: safetensors"
             )
         if recipe.export.dtype is not None:
             problems.append("export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type")
