@@ -71,10 +71,10 @@ def test_the_folded_gguf_reproduces_the_classifier(run, tiny_model, kind):
         unfolded = torch.stack([torch.softmax(base(input_ids=torch.tensor([ids])).logits[0, -1, tokens], -1)
                                 for ids in prompts])
     signal = float((unfolded - expected).abs().max())
-    tolerance = 1e-5 if kind == "f32" else 1e-3  # f16 weights: |p diff| measured ~1e-4 on this model
+    tolerance = 1e-5 if kind == "f32" else 2e-4  # f16 weights: |p diff| measured 1.6e-5 on this model
     difference = float((got - expected).abs().max())
     print(f"{kind}: max |p diff| {difference:.3g}, unfolded {signal:.3g}")
-    assert signal > 100 * tolerance
+    assert signal > 100 * tolerance  # unfolded: 0.048 measured
     assert difference < tolerance
     assert (got.argmax(-1) == expected.argmax(-1)).all()
     # Folding changed the LM head only: the label words as input still embed as the base model embeds them.
