@@ -91,7 +91,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "packing-with-sequence-head": run("training.packing: a sequence-classification head",
                                           **{**classify, "classification.head": "sequence", "training.packing": True},
                                           files=rows(review("good", "pos"), review("bad", "neg"))),
-        "classification-needs-format": run("data.format: task classification needs data.format: classification",
+        "classification-needs-format": run("data.format: task classification needs data.format classification",
                                            task="classification"),
         "one-label-listed": run("classification.labels: give at least two distinct labels",
                                 **{**classify, "classification.labels": ["pos"]},
