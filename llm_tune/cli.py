@@ -76,9 +76,10 @@ def _run_commands(sub: Any) -> None:
     given = predict.add_mutually_exclusive_group(required=True)
     given.add_argument("--text", action="append", help="a text to classify (repeatable)")
     given.add_argument("--file", type=Path, help="one text per line")
+    predict.add_argument("--text-pair", action="append", help="a pair run: the second text of each --text, in order")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
     predict.set_defaults(run=lambda a: _lazy("llm_tune.classification.scoring", "predict_command")(
-        a.run_dir, a.text or _lines(a.file), a.batch_size))
+        a.run_dir, a.text or _lines(a.file), a.batch_size, a.text_pair))
     compare = sub.add_parser("compare", help="one table of several runs' differing recipe keys and metrics")
     compare.add_argument("run_dirs", type=Path, nargs="+")
     compare.set_defaults(run=_lazy("llm_tune.sweep.compare", "compare_command", "run_dirs"))

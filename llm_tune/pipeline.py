@@ -17,6 +17,11 @@ from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
+# eval/metrics.json keys that metrics.json repeats as eval_KEY: single-label, multi_label and regression runs.
+CALIBRATION_FILE = "calibration.json"  # temperature scaling's fit: ECE and reliability bins before and after
+EVAL_SUMMARY = ("loss", "accuracy", "macro_f1", "micro_f1", "subset_accuracy", "pearson", "spearman", "mse", "mae",
+                "ece")
+
 
 def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
     """Train the recipe into its output_dir; `callbacks` (TrainerCallbacks) watch the run (a sweep's pruning)."""
@@ -148,7 +153,10 @@ def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     classifying = recipe.reads_labels
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
+        from llm_tune.classification.problems import resolve_from_training_rows
+
         recipe.classification.labels = splits.labels  # the resolved recipe records the label set
+        resolve_from_training_rows(recipe, splits.train)
     return splits
 
 
@@ -170,8 +178,10 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
     # resuming nor comparing batch layouts can be exact.
     set_seed(recipe.training.seed)
     sequence_head = recipe.sequence_head
-    model = load_model(recipe.model, tokenizer, labels=labels if sequence_head else None, four_bit=recipe.four_bit)
-    if sequence_head and recipe.classification.init_head_from_labels:
+    model = load_model(recipe.model, tokenizer, labels=recipe.head_labels, four_bit=recipe.four_bit)
+    if sequence_head:  # the loss transformers' head computes: cross-entropy, BCE over sigmoids, or MSE
+        model.config.problem_type = recipe.problem_type
+    if sequence_head and recipe.classification.init_head_from_labels and recipe.data.format != "regression":
         if init_head_from_label_tokens(model, tokenizer, labels):
             notes.append("classification head initialised from the label tokens' LM-head rows")
     gradient_checkpointing = recipe.training.gradient_checkpointing
@@ -184,11 +194,15 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
 
     batch = recipe.training.per_device_eval_batch_size
     main = is_main_process()
-    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, write=main)
+    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True, write=main)
     if not main:
         return
-    metrics.update(eval_loss=scores["loss"], eval_accuracy=scores["accuracy"], eval_macro_f1=scores["macro_f1"])
+    metrics.update({f"eval_{key}": scores[key] for key in EVAL_SUMMARY if key in scores})
+    if "calibration" in scores:  # fitted now; `eval` later rewrites eval/, so the fit keeps its own file
+        metrics.update(eval_ece_before=scores["calibration"]["ece_before"], temperature=scores["temperature"])
+        write_json(out.root / CALIBRATION_FILE, scores["calibration"])
     out.write_metrics(metrics)
+    out.write_recipe(recipe)  # with what evaluation resolved (a multi_label run's tuned thresholds)
 
 
 def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> None:

@@ -47,6 +47,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
     review = lambda text, label: {"text": text, "label": label}  # noqa: E731
     classify = {"task": "classification", "data.format": "classification", "data.train": "{w}/rows.jsonl"}
     rows = lambda *r: {"rows.jsonl": list(r)}  # noqa: E731
+    multi = {**classify, "data.format": "multi_label", "classification.head": "sequence"}
 
     def run(expect: str, files: dict | None = None, **changes) -> Case:
         return Case(train, expect, {"r.yaml": recipe(tiny, data, **changes), **(files or {})})
@@ -95,7 +96,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "packing-with-sequence-head": run("training.packing: a sequence-classification head",
                                           **{**classify, "classification.head": "sequence", "training.packing": True},
                                           files=rows(review("good", "pos"), review("bad", "neg"))),
-        "classification-needs-format": run("data.format: task classification needs data.format: classification",
+        "classification-needs-format": run("data.format: task classification needs data.format classification",
                                            task="classification"),
         "one-label-listed": run("classification.labels: give at least two distinct labels",
                                 **{**classify, "classification.labels": ["pos"]},
@@ -160,6 +161,33 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
                                            **{**classify, "data.validation": "{w}/val.jsonl"},
                                            files={**rows(review("good", "pos"), review("bad", "neg")),
                                                   "val.jsonl": [review("ok", "pos"), review("meh", "neutral")]}),
+        # multi-label, regression, pairs, class weights
+        "multilabel-labels-a-number": run("rows.jsonl:1: 'labels' must be a list of labels or a string of labels",
+                                          **{**multi, "data.format": "multi_label"},
+                                          files=rows({"text": "good", "labels": 3}, {"text": "bad", "labels": ["b"]})),
+        "multilabel-unknown-label": run("val.jsonl:1: labels ['c'] are not in the label set ['a', 'b']",
+                                        **{**multi, "data.validation": "{w}/val.jsonl"},
+                                        files={**rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": "a,b"}),
+                                               "val.jsonl": [{"text": "z", "labels": ["a", "c"]}]}),
+        "multilabel-generate-head": run("classification.head: data.format multi_label trains a sequence head",
+                                        **{**multi, "classification.head": "generate"},
+                                        files=rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": ["b"]})),
+        "regression-score-is-text": run("rows.jsonl:2: 'score' must be a number, got str 'high'",
+                                        **{**multi, "data.format": "regression"},
+                                        files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": "high"})),
+        "pair-column-missing": run("rows.jsonl:1: missing or empty 'text_pair'", **{
+            **classify, "data.fields": {"text_pair": "text_pair"}, "data.prompt": "A: {text} B: {text_pair}"},
+                                   files=rows(review("good", "pos"), review("bad", "neg"))),
+        "pair-prompt-without-placeholder": run("data.prompt: data.fields.text_pair is 'text_pair', but the prompt has"
+                                               " no {text_pair}", **{**classify, "data.fields": {"text_pair": "text_pair"}},
+                                               files=rows(review("good", "pos"), review("bad", "neg"))),
+        "class-weights-unknown-label": run("classification.class_weights: ['neutral'] are not labels of this run",
+                                           **{**classify, "classification.class_weights": {"neutral": 2.0}},
+                                           files=rows(review("good", "pos"), review("bad", "neg"))),
+        "class-weights-on-regression": run("classification.class_weights: weights single-label rows",
+                                           **{**multi, "data.format": "regression",
+                                              "classification.class_weights": "balanced"},
+                                           files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": 2.0})),
         "csv-missing-column": data_case("rows.csv:2: missing or empty 'text'", {"rows.csv": "body,label\nx,pos\n"},
                                         **{"task": "classification", "data.format": "classification"}),
         "rows-too-long-for-max-length": data_case("no row keeps a trained token after truncation",

@@ -211,18 +211,23 @@ def _refused(run_dir: Path, *needles: str) -> None:
     assert not (run_dir / "export").exists()
 
 
-def test_sequence_classification_head_is_refused(run, small_model, data_dir, tmp_path):
+def test_a_head_without_a_next_token_form_is_refused(run, small_model, data_dir, tmp_path):
+    """A single-label sequence head is folded into LM-head rows (tests/test_folded_head.py); a multi_label one has
+    no such form and is refused."""
     run_dir, _ = run
+    multi = {"format": "multi_label"}
     # The recipe's export section: refused when the recipe is read, before anything trains or is written.
     recipe = _sequence_head(_recipe(small_model, data_dir, tmp_path / "never", export={"format": "gguf"}), data_dir)
+    recipe["data"] |= multi
     done = run_cli(write_recipe(tmp_path / "seq.yaml", recipe), check=False)
-    assert done.returncode == 2 and "export.format: gguf has no place for a sequence-classification head" in done.stderr
+    assert done.returncode == 2 and "export.format: gguf folds a single-label head" in done.stderr
     assert not (tmp_path / "never").exists()
-    # `llm_tune export` of a sequence-head run: refused on its recipe, before a weight loads (a copy of the
-    # trained run with a sequence-head recipe is all the refusal reads, and spares training one).
+    # `llm_tune export` of a multi_label run: refused on its recipe, before a weight loads (a copy of the
+    # trained run with a multi_label recipe is all the refusal reads, and spares training one).
     seq = _sequence_head(yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text()), data_dir)
+    seq["data"] |= multi
     _refused(_copy_run(run_dir, tmp_path / "seq-run", **{k: seq[k] for k in ("task", "classification", "data")}),
-             "sequence-classification head", "GGUF has no place for")
+             "a multi_label head has no next-token form")
 
 
 def test_unsupported_architecture_is_refused_naming_it(run, tmp_path):

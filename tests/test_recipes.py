@@ -24,6 +24,8 @@ def test_the_shipped_recipes_are_the_documented_set():
         "instruct-frozen.yaml",
         "chat-lora.yaml",
         "sentiment.yaml",
+        "multilabel.yaml",
+        "regression.yaml",
     } <= names
 
 
@@ -98,7 +100,8 @@ def test_cross_field_rules_run_before_any_model_loads(tmp_path, good):
     lines = _errors(tmp_path, good, "strategy.kind=frozen", "strategy.trainable_layers=5")
     assert lines == ["error: bad.yaml: strategy.trainable_layers: 5, but the model has 2 blocks; choose 1 to 2"]
     lines = _errors(tmp_path, good, "task=classification")
-    assert lines == ["error: bad.yaml: data.format: task classification needs data.format: classification, not alpaca"]
+    assert lines == ["error: bad.yaml: data.format: task classification needs data.format classification, multi_label or"
+                     " regression, not alpaca"]
     good["model"]["name_or_path"] = str(tmp_path / "no-such-model")
     assert _errors(tmp_path, good) == [f"error: bad.yaml: model.name_or_path: {tmp_path / 'no-such-model'} does not exist"]
 

@@ -44,10 +44,11 @@ def cut_for_classifier(ids: list[int], max_length: int, answer: int = 0) -> list
 
 
 def encode_for_classifier(
-    tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int, target: Callable[[Any], Any] | None = None
 ) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
-    """Batched map: the prompt up to where the answer would start (the pooled last token), and the label id."""
-    label_id = {label: i for i, label in enumerate(labels)}
+    """Batched map: the prompt up to where the answer would start (the pooled last token), and the training target
+    (`target` of the row's label: by default the label id)."""
+    label_id = target or {label: i for i, label in enumerate(labels)}.__getitem__
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         whole = [prompt_ids(tokenizer, prompt) for prompt in batch["prompt"]]
@@ -55,7 +56,7 @@ def encode_for_classifier(
         return {
             "input_ids": ids,
             "attention_mask": [[1] * len(x) for x in ids],
-            "labels": [label_id[label] for label in batch["label"]],
+            "labels": [label_id(label) for label in batch["label"]],
             "length": [len(x) for x in whole],  # before truncation: the run's truncation count
         }
 
@@ -71,10 +72,28 @@ def label_probabilities(
     batch_size: int,
     max_length: int,
     autocast: bool = False,
+    temperature: float | None = None,
 ) -> Any:
-    """[rows, labels] probabilities in the rows' order, computed batch by batch over rows sorted by length (little
-    padding; full-vocabulary logits never outlive a batch), under bfloat16 autocast when training used it. Prompts
-    are cut as training cut them (classifier_prompt_ids)."""
+    """[rows, labels] probabilities (a softmax over `head_scores` / `temperature`), in the rows' order."""
+    import torch
+
+    scores = head_scores(model, tokenizer, prompts, labels, head, batch_size, max_length, autocast)
+    return torch.softmax(scores / (temperature or 1.0), dim=-1).numpy()
+
+
+def head_scores(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Any],
+    labels: list[str],
+    head: str,
+    batch_size: int,
+    max_length: int,
+    autocast: bool = False,
+) -> Any:
+    """[rows, outputs] raw scores (a sequence head's logits, or a generate head's label log-likelihoods) in the rows'
+    order, computed batch by batch over rows sorted by length (little padding; full-vocabulary logits never outlive
+    a batch), under bfloat16 autocast when training used it. Prompts are cut as training cut them (classifier_prompt_ids)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -84,7 +103,7 @@ def label_probabilities(
     answer = 0 if head == "sequence" else max(len(a) for a in label_token_ids(tokenizer, labels))
     ids = [classifier_prompt_ids(tokenizer, p, max_length, answer) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peaks at once
-    scores = torch.empty(len(ids), len(labels))
+    scores = torch.empty(len(ids), model.config.num_labels if head == "sequence" else len(labels))
     device = next(model.parameters()).device
     with (
         torch.inference_mode(),
@@ -100,7 +119,7 @@ def label_probabilities(
                 batch_scores = _label_loglikelihoods(model, tokenizer, batch, labels)
             scores[picked] = batch_scores.float().cpu()
             bar.update(len(picked))
-    return torch.softmax(scores, dim=-1).numpy()
+    return scores
 
 
 def _padded(tokenizer: PreTrainedTokenizerBase, rows: list[list[int]], side: str, device: Any) -> tuple[Any, Any]:

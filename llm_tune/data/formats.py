@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm_tune.data.targets import discovered_labels, fill_prompt, required_columns, target, target_problem
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import DataConfig
 from llm_tune.recipe.sources import DATA_LOADERS
@@ -122,8 +123,8 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     val_rows = read_rows(cfg.validation) if cfg.validation else None
     notes: list[str] = []
     train_rows = keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
-    if cfg.format == "classification" and labels is None:
-        labels = sorted({str(label) for label in train_rows[cfg.fields.label]})
+    if cfg.labelled and labels is None and cfg.format != "regression":
+        labels = discovered_labels(train_rows, cfg)
         if len(labels) < 2:
             raise UserError(
                 f"{cfg.train}: every row has the label {labels[0]!r}; a classifier needs rows of at least two labels"
@@ -149,22 +150,21 @@ def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) 
     required = {
         "alpaca": (names.instruction, names.output),
         "completion": (names.text,),
-        "classification": (names.text, names.label),
         "chat": (names.messages,),
-    }[cfg.format]
+    }.get(cfg.format) or required_columns(cfg)
     for key in required:
         value = row.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing or empty '{key}'"
-        if key not in (names.messages, names.label) and not isinstance(value, str):
+        if key in (names.instruction, names.output, names.text) and not isinstance(value, str):
             return f"'{key}' must be text, got {type(value).__name__} {value!r:.40}"
     extra = row.get(names.input) if cfg.format == "alpaca" else None
     if extra is not None and not isinstance(extra, str):
         return f"'{names.input}' must be text, got {type(extra).__name__} {extra!r:.40}"
     if cfg.format == "chat":
         return _chat_problem(row[names.messages])
-    if cfg.format == "classification" and labels is not None and str(row[names.label]) not in labels:
-        return f"label {row[names.label]!r} is not one of the labels {labels}"
+    if cfg.labelled:
+        return target_problem(row, cfg, labels)
     return None
 
 
@@ -236,10 +236,10 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
             return {"text": row[names.text]}
         if cfg.format == "chat":
             return {"messages": with_system(row[names.messages], cfg.system_prompt)}
-        if cfg.format == "classification":
-            label = str(row[names.label])
-            user = cfg.prompt.format(text=row[names.text], labels=", ".join(labels or []))
-            return {**_pair(user, label, cfg.system_prompt, conversational), "label": label}
+        if cfg.labelled:
+            label, answer = target(row, cfg)
+            user = fill_prompt(cfg, row[names.text], labels, row.get(names.text_pair) if names.text_pair else None)
+            return {**_pair(user, answer, cfg.system_prompt, conversational), "label": label}
         instruction, extra = row[names.instruction], row.get(names.input) or ""
         user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
         return _pair(user, row[names.output], cfg.system_prompt, conversational)
@@ -256,15 +256,18 @@ def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict
     return messages
 
 
-def user_prompt(text: str, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Any:
+def user_prompt(
+    text: str, cfg: DataConfig, labels: list[str] | None, conversational: bool, text_pair: str | None = None
+) -> Any:
     """The prompt training rendered for a row whose user part is `text` (an alpaca instruction, a chat's one user
-    turn, a text to classify, raw text), through the same code as `render`: what `generate` asks the model."""
+    turn, a text to classify (and its `text_pair`), raw text), through the same code as `render`: what `generate`
+    asks the model."""
     if cfg.format == "completion":
         return text
     if cfg.format == "chat":
         return with_system([{"role": "user", "content": text}], cfg.system_prompt)
-    if cfg.format == "classification":
-        text = cfg.prompt.format(text=text, labels=", ".join(labels or []))
+    if cfg.labelled:
+        text = fill_prompt(cfg, text, labels, text_pair)
     return _pair(text, "", cfg.system_prompt, conversational)["prompt"]
 
 

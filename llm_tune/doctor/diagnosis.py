@@ -105,7 +105,7 @@ def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[s
     truncated = {i for i, n in enumerate(lengths["train"]) if n > max_length}
     sections["trained_tokens"] = trained_section(recipe, tokenizer, splits, rows, truncated, found)
     sections["rows"] = [_shown_row(recipe, tokenizer, row, splits) for row in rows[:2]]
-    if splits.labels is not None:
+    if splits.labels is not None and recipe.data.format == "classification":  # one label a row
         train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
         sections["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
     classifying = recipe.reads_labels

@@ -33,6 +33,10 @@ def write_model_card(
 
     if gguf:
         usage = running_gguf(gguf)
+        if gguf.get("folded"):
+            from llm_tune.export.folded_head import folded_usage
+
+            usage = folded_usage(gguf["folded"], gguf["file"]) + "\n\n" + usage
     else:
         usage = "## How to load it\n\n```python\n" + loading_code(recipe, options, merged) + "```"
     sections = [

@@ -194,19 +194,25 @@ def _export_gguf(job: Job, tmp: Path) -> None:
     model, gate_reference = build_merged(job)
     merged = outputs(job, model)
     _gate_merge(job, merged, gate_reference)
+    if job.classifier:  # a single-label head, folded into LM-head rows (export/folded_head.py)
+        from llm_tune.export import folded_head
+
+        model, label_reference, label_prompts = folded_head.fold_and_verify(job, model)
     path = tmp / gguf_file_name(job)
     write_gguf(model, job, path)
     del model
     gc.collect()
     say(f"wrote {path.name} ({path.stat().st_size / 2**20:.1f} MiB); loading it back with transformers")
     reloaded, tokenizer = load_gguf(path)
-    exported = outputs(job, reloaded)
+    kind = job.options.gguf_type
+    if job.classifier:
+        folded_head.verify_gguf(job, reloaded, label_reference, label_prompts)
+    else:
+        exported = outputs(job, reloaded)
+        check(job, "gguf_vs_trained", exported)
+        _gate(job, check(job, f"gguf_{kind}_vs_merged", exported, merged), kind, verify.GGUF_TOLERANCE[kind])
     del reloaded
     gc.collect()
-    kind = job.options.gguf_type
-    check(job, "gguf_vs_trained", exported)
-    result = check(job, f"gguf_{kind}_vs_merged", exported, merged)
-    _gate(job, result, kind, verify.GGUF_TOLERANCE[kind])
     job.tokenizer_check = verify.tokenizer_round_trip(
         job.tokenizer, tokenizer, job.prompts, export_chat_template(job.tokenizer, job.recipe)
     )
@@ -216,6 +222,8 @@ def _export_gguf(job: Job, tmp: Path) -> None:
                            f" {verify.describe_tokenizer(job.tokenizer_check)}; no export was written")
     stop = [job.tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(job.tokenizer, job.recipe)]
     job.gguf = {"file": path.name, "type": kind, "bytes": path.stat().st_size, "stop_tokens": stop}
+    if job.classifier:
+        job.gguf["folded"] = folded_head.folded_card_facts(job)
 
 
 def _gate(job: Job, result: dict[str, Any], dtype: str, tolerance: float | None = None) -> None:

@@ -33,11 +33,10 @@ def check_convertible(job: Job) -> None:
     """Refuse, before anything loads, a run that a GGUF cannot hold or that this writer cannot express."""
     from transformers import AutoTokenizer
 
-    if job.classifier:
-        raise UserError(
-            f"{WHERE}: {job.run_dir} has a sequence-classification head (classification.head: sequence), which"
-            " GGUF has no place for; export it with --format safetensors, or train with classification.head: generate"
-        )
+    if job.classifier:  # GGUF has no classifier head: a single-label one is folded into LM-head rows
+        from llm_tune.export.folded_head import check_foldable
+
+        check_foldable(job, AutoTokenizer.from_pretrained(job.run.weights(job.recipe)))
     config = _model_config(job)
     if config.model_type not in ARCHITECTURES:
         raise UserError(

@@ -73,7 +73,7 @@ class Job:
 
     @property
     def labels(self) -> list[str] | None:
-        return self.recipe.classification.labels if self.classifier else None
+        return self.recipe.head_labels if self.classifier else None
 
 
 def export_options(recipe: Recipe, **given: Any) -> ExportConfig:

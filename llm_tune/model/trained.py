@@ -32,7 +32,7 @@ def load_trained(run_dir: Path) -> TrainedRun:
         raise UserError(f"{run_dir}: the run has no {weights.name}/ folder; did its training finish?")
     tokenizer = AutoTokenizer.from_pretrained(weights)
     choose_pad_token(tokenizer)
-    labels = recipe.classification.labels if recipe.sequence_head else None
+    labels = recipe.head_labels
     if recipe.adapter:
         from peft import PeftModel
 

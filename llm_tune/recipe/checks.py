@@ -12,6 +12,7 @@ from llm_tune.errors import UserError
 from llm_tune.extras import installed, missing
 from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
+from llm_tune.recipe.target_checks import target_problems
 
 # Files any of which holds a transformers tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -42,16 +43,14 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
             f" choose 1 to {layers}"
         )
-    if recipe.is_classification and not data.labelled:
-        problems.append(f"data.format: task classification needs data.format: classification, not {data.format}")
     if (recipe.task == "preference") != (data.format == "preference"):
         problems.append(f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
                         " preference go together")
     if recipe.export and recipe.export.format == "gguf":
-        if recipe.sequence_head:
+        if recipe.sequence_head and recipe.data.format != "classification":
             problems.append(
-                "export.format: gguf has no place for a sequence-classification head; use export.format: safetensors,"
-                " or classification.head: generate"
+                f"export.format: gguf folds a single-label head into LM-head rows; a {recipe.data.format} head has no"
+                " such form: use export.format: safetensors"
             )
         if recipe.export.dtype is not None:
             problems.append("export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type")
@@ -67,7 +66,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
                 "strategy.trainable_layers: 0 with no strategy.trainable_modules trains nothing; a linear probe needs"
                 " a classification head (classification.head: sequence) or modules to train (e.g. [lm_head])"
             )
-    return problems + _evaluation_problems(recipe)
+    return problems + _evaluation_problems(recipe) + target_problems(recipe)
 
 
 def _evaluation_problems(recipe: Recipe) -> list[str]:

@@ -119,6 +119,15 @@ class FieldNames(Section):
     messages: str = Field("messages", description="chat: the column holding [{role, content}, ...]")
     text: str = Field("text", description="completion and classification: the text column")
     label: str = Field("label", description="classification: the label column")
+    labels: str = Field(
+        "labels", description="multi_label: the column of each row's labels: a list, or one string split on"
+        " data.label_separator"
+    )
+    score: str = Field("score", description="regression: the column of each row's target number")
+    text_pair: str | None = Field(
+        None, description="classification, multi_label, regression: the second text of a text pair (STS-B, NLI, QQP);"
+        " data.prompt must then place it with {text_pair}; null: one text per row"
+    )
 
 
 class DataConfig(Section):
@@ -128,10 +137,11 @@ class DataConfig(Section):
         None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
     )
     validation_seed: int = Field(0, description="seed of the shuffle that carves validation_fraction out of train")
-    format: Literal["alpaca", "chat", "completion", "classification", "preference"] = Field(
-        "alpaca", description="how rows are read: alpaca, chat, completion (raw text), classification, or preference"
-        " ({prompt, chosen, rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label}"
-        " for KTO; TRL's column names)"
+    format: Literal["alpaca", "chat", "completion", "classification", "multi_label", "regression", "preference"] = Field(
+        "alpaca", description="how rows are read: alpaca, chat, completion (raw text), classification (one label a"
+        " row), multi_label (a list of labels a row; sigmoid outputs, sequence head) or regression (a number a row;"
+        " one output, sequence head), the last three with task: classification; or preference ({prompt, chosen,"
+        " rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label} for KTO; TRL's names)"
     )
     fields: FieldNames = Field(FieldNames(), description="column names, when they differ from the defaults")
     max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
@@ -146,19 +156,25 @@ class DataConfig(Section):
     )
     prompt: str = Field(
         "Classify the text as one of: {labels}.\n\nText: {text}",
-        description="classification: the instruction a text is wrapped in; {text} and {labels} are filled in",
+        description="classification: the instruction a text is wrapped in; {text}, {labels} and (with"
+        " fields.text_pair) {text_pair} are filled in",
     )
+    label_separator: str = Field(
+        ",", min_length=1, description="multi_label: a labels column holding one string is split on this (each part"
+        " stripped), e.g. 'joy,love'"
+    )
+
+    @property
+    def labelled(self) -> bool:
+        """Rows carry a target for a classifier: a label, labels or a number (formats classification, multi_label,
+        regression)."""
+        return self.format in ("classification", "multi_label", "regression")
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataConfig:
         if self.validation and self.validation_fraction:
             raise ValueError("set data.validation or data.validation_fraction, not both")
         return self
-
-    @property
-    def labelled(self) -> bool:
-        """Rows are a text and a label (format classification)."""
-        return self.format == "classification"
 
 
 class ClassificationConfig(Section):
@@ -167,11 +183,40 @@ class ClassificationConfig(Section):
         description="sequence: a classifier head on the last prompt token; generate: the label as a completion,"
         " scored by its log-likelihood",
     )
-    labels: list[str] | None = Field(None, description="the label set; null: discovered from the training file, sorted")
+    labels: list[str] | None = Field(
+        None, description="the label set; null: discovered from the training file, sorted (regression: none)"
+    )
     init_head_from_labels: bool = Field(
         True,
         description="sequence head: start each label's row from the LM-head row of the label's first token, so the"
         " untrained head scores like the instruct model's zero-shot answer (tied embeddings only)",
+    )
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="single-label heads (sequence and generate): each row's loss is multiplied by its label's"
+        " weight; balanced: rows / (labels x rows of the label), counted on the training rows; {label: weight}:"
+        " labels left out weigh 1; the run's recipe records the resolved weights; null: every row weighs 1",
+    )
+    thresholds: dict[str, float] | None = Field(
+        None, description="multi_label: the probability over which a label is predicted, per label; null: tuned on"
+        " the validation rows after training for the best F1 per label (0.5 without validation rows), and written"
+        " here in the run's recipe"
+    )
+    calibrate: bool = Field(
+        False, description="single-label heads: after training, fit a temperature on the validation rows (temperature"
+        " scaling: the same predictions, honest probabilities); the report shows the expected calibration error"
+        " before and after and a reliability diagram"
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="single-label heads: probabilities are softmax(scores / temperature) in eval, predict"
+        " and exports; set by calibrate (and written here in the run's recipe); null: 1"
+    )
+    normalize_targets: bool = Field(
+        False, description="regression: train on (score - mean) / std of the training scores; predictions are mapped"
+        " back, and the run's recipe records target_mean and target_std"
+    )
+    target_mean: float | None = Field(None, description="regression: set by normalize_targets (the training mean)")
+    target_std: float | None = Field(
+        None, gt=0, description="regression: set by normalize_targets (the training standard deviation)"
     )
 
 
@@ -389,13 +434,27 @@ class Recipe(Section):
 
     @property
     def reads_labels(self) -> bool:
-        """The rows carry labels (data.format classification), whatever the task; the label set is resolved."""
+        """The rows carry targets (data.labelled), whatever the task; a label set is resolved."""
         return self.is_classification or self.data.labelled
 
     @property
     def sequence_head(self) -> bool:
         """A classifier head on the base (a sequence-classification model), rather than a causal LM."""
         return self.is_classification and self.classification.head == "sequence"
+
+    @property
+    def problem_type(self) -> str:
+        """transformers' problem_type of a sequence head: what its outputs mean and which loss trains them."""
+        return {"multi_label": "multi_label_classification", "regression": "regression"}.get(
+            self.data.format, "single_label_classification"
+        )
+
+    @property
+    def head_labels(self) -> list[str] | None:
+        """The outputs of a sequence head (one per label, or the one score of regression); None: a causal LM."""
+        if not self.sequence_head:
+            return None
+        return [self.data.fields.score] if self.data.format == "regression" else self.classification.labels
 
     @property
     def adapter(self) -> bool:

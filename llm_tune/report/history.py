@@ -72,7 +72,7 @@ def read_run(root: Path) -> RunData:
     )
     if data.classification and "eval_loss" in metrics:
         data.final_eval_loss = (int(metrics.get("train_steps") or _last_step(log)), float(metrics["eval_loss"]))
-    if evaluation is not None:
+    if evaluation is not None and "pearson" not in evaluation:  # regression rows are plotted, not listed
         data.predictions, data.wrong = _shown_predictions(_jsonl(run.eval / "predictions.jsonl"))
     return data
 

@@ -18,7 +18,10 @@ from llm_tune.run_folder import write_bytes_atomic, write_text_atomic
 TEMPLATES = Path(__file__).parent / "templates"
 TEXT_SHOWN = 400  # characters of a prediction's text on the page
 HEADLINE = (  # metrics.json keys shown up front, in this order
-    ("eval_accuracy", "accuracy"), ("eval_macro_f1", "macro-F1"), ("train_loss", "training loss"),
+    ("eval_accuracy", "accuracy"), ("eval_micro_f1", "micro-F1"), ("eval_macro_f1", "macro-F1"),
+    ("eval_subset_accuracy", "subset accuracy"), ("eval_pearson", "Pearson"), ("eval_spearman", "Spearman"),
+    ("eval_ece_before", "ECE before calibration"), ("eval_ece", "ECE"), ("temperature", "temperature"),
+    ("train_loss", "training loss"),
     ("eval_loss", "validation loss"), ("train_steps", "steps"), ("train_examples", "examples"),
     ("train_tokens", "tokens"), ("tokens_per_s", "tokens/s"), ("train_runtime_s", "training seconds"),
 )
@@ -84,9 +87,22 @@ def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
                "learning_rate": ("Learning rate", plots.learning_rate_plot([run]))}
     if run.rewards:
         figures["rewards"] = ("Rewards", plots.rewards_plot(run))
-    if run.evaluation is not None:
-        figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(run.evaluation))
-        figures["per_class_f1"] = ("Per-class F1", plots.f1_plot(run.evaluation))
+    evaluation = run.evaluation or {}
+    if "confusion_matrix" in evaluation:
+        figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(evaluation))
+    if "f1" in evaluation:  # single-label and multi_label runs
+        figures["per_class_f1"] = ("Per-class F1", plots.f1_plot(evaluation))
+    fit = run.run.root / "calibration.json"  # classification.calibrate: written by the pipeline after training
+    if fit.is_file():
+        from llm_tune.report.target_plots import reliability_plot
+
+        figures["reliability"] = ("Reliability", reliability_plot(json.loads(fit.read_text(encoding="utf-8"))))
+    if "pearson" in evaluation:  # regression
+        from llm_tune.report.history import _jsonl
+        from llm_tune.report.target_plots import scatter_plot
+
+        predictions = _jsonl(run.run.eval / "predictions.jsonl")
+        figures["prediction_vs_truth"] = ("Prediction vs truth", scatter_plot(predictions, evaluation))
     return {name: (title, png) for name, (title, png) in figures.items() if png is not None}
 
 
@@ -132,7 +148,7 @@ def _headline_order(key: str) -> tuple[int, str]:
 
 
 def _per_class(evaluation: dict[str, Any] | None) -> list[tuple[str, str, str, str, int]]:
-    if evaluation is None:
+    if evaluation is None or "precision" not in evaluation:  # regression: no classes
         return []
     e = evaluation
     return [(label, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", n)
@@ -141,7 +157,8 @@ def _per_class(evaluation: dict[str, Any] | None) -> list[tuple[str, str, str, s
 
 def _prediction(row: dict[str, Any]) -> dict[str, Any]:
     text = row["text"] if len(row["text"]) <= TEXT_SHOWN else row["text"][:TEXT_SHOWN] + "…"
-    confidence = row.get("probabilities", {}).get(row["prediction"])
+    # A multi_label prediction is a list of labels: no one confidence (each label's probability is in the file).
+    confidence = row.get("probabilities", {}).get(row["prediction"]) if isinstance(row["prediction"], str) else None
     return {"text": text, "label": row["label"], "prediction": row["prediction"],
             "confidence": f"{confidence:.3f}" if confidence is not None else "",
             "right": row["label"] == row["prediction"]}

@@ -23,9 +23,12 @@ def label_positions(labels: Any) -> Any:
     return keep
 
 
-def label_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any, Any]:
+def label_only_loss(
+    model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, token_weight: Any = None
+) -> tuple[Any, Any, Any]:
     """(loss, outputs, number of correct argmax predictions): the mean cross-entropy over label tokens, summed
-    and divided by `num_items_in_batch` when the trainer counts tokens across accumulation steps and ranks."""
+    and divided by `num_items_in_batch` when the trainer counts tokens across accumulation steps and ranks.
+    `token_weight` ([vocab]: class weights by first answer token) multiplies each row's terms by its class weight."""
     import torch
     import torch.nn.functional as F
 
@@ -35,7 +38,13 @@ def label_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any 
     outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
     targets = labels[:, 1:][keep[:, :-1]]
     logits = outputs.logits.float()
-    total = F.cross_entropy(logits, targets, reduction="sum")
+    if token_weight is None:
+        total = F.cross_entropy(logits, targets, reduction="sum")
+    else:
+        from llm_tune.classification.weights import row_weights
+
+        weight = row_weights(labels, token_weight)[keep[:, :-1]]
+        total = (F.cross_entropy(logits, targets, reduction="none") * weight).sum()
     count = targets.numel() if num_items_in_batch is None else num_items_in_batch
     loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
     correct = (logits.detach().argmax(-1) == targets).sum()
@@ -47,7 +56,7 @@ class LabelOnlyLoss:
     trainer logs (loss, mean token accuracy) and how the loss is normalized across accumulation steps and ranks."""
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
-        loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch)
+        loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch, getattr(self, "token_weight", None))
         # As in Trainer.compute_loss: num_items_in_batch counts every rank's tokens, and DDP averages gradients.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes

@@ -21,12 +21,13 @@ class LabelRows:
     """The validation rows a classifier is scored on during training: rendered prompts and true label ids."""
 
     prompts: list[Any]
-    truth: list[int]
+    truth: list[Any]  # label ids; the rows' label lists (multi_label) or scores (regression)
     labels: list[str]
     head: str
     batch_size: int
     max_length: int
     autocast: bool
+    recipe: Recipe | None = None  # multi_label and regression runs: scored by classification/target_scoring.py
 
 
 class ClassifierEvaluation:
@@ -41,16 +42,22 @@ class ClassifierEvaluation:
         from llm_tune.classification.scoring import classification_metrics
 
         rows, started = self.label_rows, time.perf_counter()
-        probs = label_probabilities(
-            self.model, self.processing_class, rows.prompts, rows.labels, rows.head, rows.batch_size, rows.max_length,
-            rows.autocast,
-        )
-        scores = classification_metrics(probs, rows.truth, rows.labels)
+        if rows.recipe is not None:
+            from llm_tune.classification.target_scoring import head_outputs, target_metrics
+
+            outputs = head_outputs(rows.recipe, self.model, self.processing_class, rows.prompts, rows.batch_size)
+            scores = target_metrics(rows.recipe, outputs, rows.truth)
+            scores.setdefault("accuracy", scores.get("subset_accuracy"))  # multi_label: the whole set right
+        else:
+            probs = label_probabilities(
+                self.model, self.processing_class, rows.prompts, rows.labels, rows.head, rows.batch_size, rows.max_length,
+                rows.autocast,
+            )
+            scores = classification_metrics(probs, rows.truth, rows.labels)
         seconds = time.perf_counter() - started
+        summary = ("loss", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
         metrics = {
-            f"{metric_key_prefix}_loss": scores["loss"],
-            f"{metric_key_prefix}_accuracy": scores["accuracy"],
-            f"{metric_key_prefix}_macro_f1": scores["macro_f1"],
+            **{f"{metric_key_prefix}_{key}": scores[key] for key in summary if scores.get(key) is not None},
             f"{metric_key_prefix}_runtime": round(seconds, 3),
             f"{metric_key_prefix}_samples_per_second": round(len(rows.truth) / seconds, 3),
         }
@@ -63,9 +70,11 @@ def label_rows(recipe: Recipe, validation: Any) -> LabelRows:
     from llm_tune.model.precision import mixed_precision
 
     labels = recipe.classification.labels
+    targets = recipe.data.format != "classification"
     return LabelRows(
+        recipe=recipe if targets else None,
         prompts=validation["prompt"],
-        truth=[labels.index(label) for label in validation["label"]],
+        truth=list(validation["label"]) if targets else [labels.index(label) for label in validation["label"]],
         labels=labels,
         head=recipe.classification.head,
         batch_size=recipe.training.per_device_eval_batch_size,

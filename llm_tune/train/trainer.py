@@ -122,6 +122,8 @@ def build_trainer(
         trainer = trainer_class(recipe)(
             model=model, args=args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         )
+        if recipe.is_classification and recipe.classification.class_weights is not None:
+            trainer.token_weight = _answer_token_weight(recipe, tokenizer, trainer.train_dataset)
     if recipe.is_classification and splits.validation is not None:
         trainer.label_rows = label_rows(recipe, splits.validation)
     trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
@@ -162,7 +164,8 @@ def trainer_class(recipe: Recipe) -> type:
         mixins.append(LayerwiseRates)
     if recipe.sequence_head:
         return type("ClassifierTrainer", (*mixins, Trainer), {})
-    if not torch.cuda.is_available():  # on a GPU, TRL's fused head already scores only label positions (Triton)
+    weighted = recipe.task == "classification" and recipe.classification.class_weights is not None
+    if weighted or not torch.cuda.is_available():  # on a GPU, TRL's fused head already scores only label positions
         mixins.append(LabelOnlyLoss)
     name = "LabelOnlySFTTrainer" if LabelOnlyLoss in mixins else "SFTTrainer"
     return type(name, (*mixins, SFTTrainer), {}) if mixins else SFTTrainer
@@ -190,9 +193,12 @@ def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Spli
     from transformers import DataCollatorWithPadding
 
     from llm_tune.classification.heads import encode_for_classifier
+    from llm_tune.classification.problems import training_target
+    from llm_tune.classification.weights import weighted_cross_entropy
     from llm_tune.data.tokens import over_length_note
 
-    encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length)
+    encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length, training_target(recipe))
+    weights = recipe.classification.class_weights
     encoded = {}
     for name in ("train", "validation"):
         split = getattr(splits, name)
@@ -211,4 +217,21 @@ def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Spli
         eval_dataset=validation,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
+        compute_loss_func=weighted_cross_entropy([weights[label] for label in splits.labels]) if weights else None,
     )
+
+
+def _answer_token_weight(recipe: Recipe, tokenizer: Any, train: Any) -> Any:
+    """[vocab] class weight by first answer token (1 elsewhere), checked against the tokenized training rows."""
+    import torch
+
+    from llm_tune.classification.heads import label_token_ids
+    from llm_tune.classification.weights import answer_token_weights
+
+    labels = recipe.classification.labels
+    observed = {next(t for t in row if t != -100) for row in train["labels"] if any(t != -100 for t in row)}
+    first = [ids[0] for ids in label_token_ids(tokenizer, labels)]
+    by_token = answer_token_weights(observed, first, labels, recipe.classification.class_weights)
+    weight = torch.ones(len(tokenizer))
+    weight[list(by_token)] = torch.tensor(list(by_token.values()))
+    return weight
