@@ -129,7 +129,12 @@ def main() -> None:
                 runs = []
                 for repeat in range(args.repeats):
                     cache = Path(tmp) / f"cache-{n}-{case.replace(' ', '_')}-{repeat}"  # cold: a new cache each run
-                    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache)}
+                    env = {
+                        **os.environ,
+                        "HF_HUB_OFFLINE": "1",
+                        "HF_DATASETS_OFFLINE": "1",
+                        "HF_DATASETS_CACHE": str(cache),
+                    }
                     runs.append(timed(command, env))
                 seconds = [s for s, _ in runs]
                 results.append({"rows": n, "case": case, "seconds": seconds, "median_s": statistics.median(seconds),

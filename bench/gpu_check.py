@@ -27,8 +27,21 @@ BUNDLE = ROOT / ".device_bundle"
 TOKENIZER = BUNDLE / "tokenizer"
 ALPACA = BUNDLE / "data" / "code_alpaca_2k" / "train.jsonl"
 SST2 = BUNDLE / "data" / "sst2"
-PACKAGES = ("torch", "transformers", "accelerate", "peft", "trl", "datasets", "bitsandbytes", "gguf", "pydantic",
-            "huggingface_hub", "tokenizers", "pyarrow", "evaluate")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "trl",
+    "datasets",
+    "bitsandbytes",
+    "gguf",
+    "pydantic",
+    "huggingface_hub",
+    "tokenizers",
+    "pyarrow",
+    "evaluate",
+)
 
 
 def run(cmd: list[str], log: Path) -> int:
@@ -122,8 +135,25 @@ def speed(work: Path, cpu: bool) -> dict[str, Any]:
     if cpu:
         return speed_plumbing()
     out = work / "speed.json"
-    code = run([sys.executable, ROOT / "bench" / "speed.py", "--device", "cuda", "--steps", "20", "--rows", "200",
-                "--tokenizer", TOKENIZER, "--data", BUNDLE / "data", "--out", out], work / "speed.log")
+    code = run(
+        [
+            sys.executable,
+            ROOT / "bench" / "speed.py",
+            "--device",
+            "cuda",
+            "--steps",
+            "20",
+            "--rows",
+            "200",
+            "--tokenizer",
+            TOKENIZER,
+            "--data",
+            BUNDLE / "data",
+            "--out",
+            out,
+        ],
+        work / "speed.log",
+    )
     if code != 0:
         return {"verdict": "fail", "why": f"bench/speed.py exit {code} (log: speed.log)"}
     summary = json.loads(out.read_text())["summary"]
@@ -147,8 +177,11 @@ def speed_plumbing() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench.write_rows("alpaca", 200, Path(tmp), args.data).read_text().count("\n")
     vocab = len(AutoTokenizer.from_pretrained(args.tokenizer))
-    return {"verdict": "skipped", "why": f"no GPU: speed.py --device cuda parses its arguments, writes {rows}"
-            f" bundled rows and loads the bundled tokenizer ({vocab} tokens); the timed runs need the GPU"}
+    return {
+        "verdict": "skipped",
+        "why": f"no GPU: speed.py --device cuda parses its arguments, writes {rows}"
+        f" bundled rows and loads the bundled tokenizer ({vocab} tokens); the timed runs need the GPU",
+    }
 
 
 def precision(work: Path, cpu: bool) -> dict[str, Any]:
@@ -183,18 +216,34 @@ def sentiment(work: Path, cpu: bool) -> dict[str, Any]:
     result (0.9037) used: only where SMOLLM2_DIR names the model's folder (its weights are over the transfer limit)."""
     folder = Path(os.environ.get("SMOLLM2_DIR", ""))
     if not os.environ.get("SMOLLM2_DIR") or not (folder / "model.safetensors").is_file():
-        return {"verdict": "skipped", "why": "SMOLLM2_DIR does not name a SmolLM2-135M-Instruct folder (the 540 MB"
-                " weights are over the device's 64 MiB transfer limit; carry them and set SMOLLM2_DIR)"}
+        return {
+            "verdict": "skipped",
+            "why": "SMOLLM2_DIR does not name a SmolLM2-135M-Instruct folder (the 540 MB"
+            " weights are over the device's 64 MiB transfer limit; carry them and set SMOLLM2_DIR)",
+        }
     out = work / "sentiment"
     extra = ["training.max_steps=4"] if cpu else []
-    code = run(llm_tune(ROOT / "recipes" / "sentiment.yaml", f"model.name_or_path={folder}",
-                        f"data.train={SST2 / 'train.jsonl'}", f"data.validation={SST2 / 'validation.jsonl'}",
-                        f"output_dir={out}", "training.report_to=none", *extra), work / "sentiment.log")
+    code = run(
+        llm_tune(
+            ROOT / "recipes" / "sentiment.yaml",
+            f"model.name_or_path={folder}",
+            f"data.train={SST2 / 'train.jsonl'}",
+            f"data.validation={SST2 / 'validation.jsonl'}",
+            f"output_dir={out}",
+            "training.report_to=none",
+            *extra,
+        ),
+        work / "sentiment.log",
+    )
     if code != 0:
         return {"verdict": "fail", "why": f"exit {code} (log: sentiment.log)"}
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"verdict": "pass", "eval_accuracy": metrics.get("eval_accuracy"), "train_runtime_s": metrics.get(
-        "train_runtime_s"), "cpu_reference_accuracy": 0.9037}
+    return {
+        "verdict": "pass",
+        "eval_accuracy": metrics.get("eval_accuracy"),
+        "train_runtime_s": metrics.get("train_runtime_s"),
+        "cpu_reference_accuracy": 0.9037,
+    }
 
 
 def export(work: Path, cpu: bool) -> dict[str, Any]:
@@ -236,8 +285,10 @@ def fsdp(work: Path, cpu: bool) -> dict[str, Any]:
     shutil.rmtree(resumed, ignore_errors=True)
     shutil.copytree(work / "fsdp-lora", resumed)
     shutil.rmtree(resumed / "checkpoints" / "checkpoint-6")
-    code = run([*launch, lora, f"model.dtype={dtype}", f"output_dir={resumed}", "training.resume=auto"],
-               work / "fsdp-resume.log")
+    code = run(
+        [*launch, lora, f"model.dtype={dtype}", f"output_dir={resumed}", "training.resume=auto"],
+        work / "fsdp-resume.log",
+    )
     if code != 0:
         return {"verdict": "fail", "why": "the FSDP resume failed (log: fsdp-resume.log)"}
     whole, again = step_losses(work / "fsdp-lora"), step_losses(resumed)
@@ -254,7 +305,14 @@ def fsdp(work: Path, cpu: bool) -> dict[str, Any]:
             "qlora_exit": "not run on a CPU" if cpu else qlora_code, "merged_export_exit": merge_code}  # fmt: skip
 
 
-SECTIONS = {"versions": versions, "speed": speed, "precision": precision, "sentiment": sentiment, "export": export, "fsdp": fsdp}
+SECTIONS = {
+    "versions": versions,
+    "speed": speed,
+    "precision": precision,
+    "sentiment": sentiment,
+    "export": export,
+    "fsdp": fsdp,
+}
 
 
 def report(work: Path, out: Path) -> None:
@@ -266,8 +324,11 @@ def report(work: Path, out: Path) -> None:
     sections, lines = {}, ["| section | verdict | seconds | result |", "|---|---|---|---|"]
     for name, entry in status.items():
         path = work / f"{name}.json"
-        result = json.loads(path.read_text()) if path.is_file() else {
-            "verdict": "fail", "why": "timed out" if entry["exit"] == 124 else f"exit {entry['exit']}"}
+        result = (
+            json.loads(path.read_text())
+            if path.is_file()
+            else {"verdict": "fail", "why": "timed out" if entry["exit"] == 124 else f"exit {entry['exit']}"}
+        )
         sections[name] = {**result, "exit": entry["exit"], "seconds": entry["seconds"]}
         lines.append(f"| {name} | {result.get('verdict')} | {entry['seconds']} | {summary(name, result)} |")
     out.mkdir(parents=True, exist_ok=True)
@@ -282,21 +343,31 @@ def summary(name: str, r: dict[str, Any]) -> str:
     if name == "versions":
         return f"{r['gpu']}; " + ", ".join(f"{k} {v.split()[0]}" for k, v in r["packages"].items())
     if name == "speed":
-        return "; ".join(f"{row['case']}: {row['tokens_per_s']} tok/s, {row['s_per_step']} s/step, peak"
-                         f" {row['cuda_peak_gib']} GiB, MFU {row['mfu']}" for row in r["rows"])
+        return "; ".join(
+            f"{row['case']}: {row['tokens_per_s']} tok/s, {row['s_per_step']} s/step, peak"
+            f" {row['cuda_peak_gib']} GiB, MFU {row['mfu']}"
+            for row in r["rows"]
+        )
     if name == "precision":
-        return (f"float32 loss {r['float32_first_loss']:.3f}, falls {r['float32_loss_fall']:.3f} in {r['steps']} steps; "
-                + "; ".join(f"{k}: step 1 |d| {v['step1_abs_diff']:.2e}, max |d| {v['max_abs_diff']:.2e}"
-                            for k, v in r["vs_float32"].items()) + f" ({r['gates']})")
+        return (
+            f"float32 loss {r['float32_first_loss']:.3f}, falls {r['float32_loss_fall']:.3f} in {r['steps']} steps; "
+            + "; ".join(
+                f"{k}: step 1 |d| {v['step1_abs_diff']:.2e}, max |d| {v['max_abs_diff']:.2e}"
+                for k, v in r["vs_float32"].items()
+            )
+            + f" ({r['gates']})"
+        )
     if name == "sentiment":
         return f"accuracy {r['eval_accuracy']} (CPU: {r['cpu_reference_accuracy']}), {r['train_runtime_s']} s"
     if name == "export":
         return "; ".join(f"{k}: exit {v['exit']}, gate {v['gate']}" for k, v in r.items() if isinstance(v, dict))
     if name == "fsdp":
-        return (f"{r['config']}: resumed steps 4-6 {[r['losses_resumed'].get(str(s), r['losses_resumed'].get(s)) for s in (4, 5, 6)]}"
-                f" vs {[r['losses_whole'].get(str(s), r['losses_whole'].get(s)) for s in (4, 5, 6)]}; adapter max |d|"
-                f" {r['adapter_max_abs_diff']:.2e} (lora_B max {r['lora_B_max_abs']:.2e}); qlora exit {r['qlora_exit']};"
-                f" merged export exit {r['merged_export_exit']}")
+        return (
+            f"{r['config']}: resumed steps 4-6 {[r['losses_resumed'].get(str(s), r['losses_resumed'].get(s)) for s in (4, 5, 6)]}"
+            f" vs {[r['losses_whole'].get(str(s), r['losses_whole'].get(s)) for s in (4, 5, 6)]}; adapter max |d|"
+            f" {r['adapter_max_abs_diff']:.2e} (lora_B max {r['lora_B_max_abs']:.2e}); qlora exit {r['qlora_exit']};"
+            f" merged export exit {r['merged_export_exit']}"
+        )
     return ""
 
 

@@ -1,7 +1,7 @@
 """Every shipped recipe for a few steps on its own model: seconds per step and tokens/s, in one table.
 
-    python bench/recipes.py              # 5 steps each
-    python bench/recipes.py --steps 10 recipes/instruct-lora.yaml recipes/chat-lora.yaml
+python bench/recipes.py              # 5 steps each
+python bench/recipes.py --steps 10 recipes/instruct-lora.yaml recipes/chat-lora.yaml
 """
 
 from __future__ import annotations

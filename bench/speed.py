@@ -269,8 +269,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run; default: as is")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with code_alpaca_2k/ and sst2/ (default: ../shared/data)")
-    parser.add_argument("--tokenizer", type=Path, default=MODEL, help="--device cuda: the tokenizer of the random model")
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder with code_alpaca_2k/ and sst2/ (default: ../shared/data)"
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, default=MODEL, help="--device cuda: the tokenizer of the random model"
+    )
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100/H200 SXM: 989)")
     args = parser.parse_args()
     args.steps = args.steps or (50 if args.device == "cuda" else 10)

@@ -20,7 +20,8 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     """Every command and its arguments, each naming the function that runs it (argparse's own dispatch); and the
     command names."""
     parser = argparse.ArgumentParser(
-        prog="llm_tune", description="Fine-tune a language model from a YAML recipe.",
+        prog="llm_tune",
+        description="Fine-tune a language model from a YAML recipe.",
         epilog="--verbose (anywhere on the line) shows the libraries' own logs and warnings.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,17 +35,32 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
 def _recipe_commands(sub: Any) -> None:
     _recipe_command(sub, "train", "train from a recipe", _train)
     _recipe_command(sub, "validate", "print the resolved recipe, or its problems", _validate)
-    doctor = _recipe_command(sub, "doctor", "before training: memory, tokens that train, data risks, time per epoch",
-                             _lazy("llm_tune.doctor.diagnosis", "doctor_command", "recipe", "overrides", "json", "launch"))
+    doctor = _recipe_command(
+        sub,
+        "doctor",
+        "before training: memory, tokens that train, data risks, time per epoch",
+        _lazy("llm_tune.doctor.diagnosis", "doctor_command", "recipe", "overrides", "json", "launch"),
+    )
     doctor.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-    doctor.add_argument("--launch", metavar="ACCELERATE_CONFIG",
-                        help="first check the recipe against this accelerate config file, this machine and the installed"
-                        " versions (what `accelerate launch --config_file ACCELERATE_CONFIG` would run)")
-    sweep = _recipe_command(sub, "sweep", "train a grid or a random search of recipe variations and rank them",
-                            _lazy("llm_tune.sweep.trials", "sweep_command",
-                                  "recipe", "overrides", "vary", "search", "trials", "seed"))
-    sweep.add_argument("--vary", action="append", default=[], metavar="KEY=VALUES",
-                       help="key.path=[a,b,...], or a range for --search random: uniform(lo,hi), loguniform(lo,hi), int(lo,hi)")
+    doctor.add_argument(
+        "--launch",
+        metavar="ACCELERATE_CONFIG",
+        help="first check the recipe against this accelerate config file, this machine and the installed"
+        " versions (what `accelerate launch --config_file ACCELERATE_CONFIG` would run)",
+    )
+    sweep = _recipe_command(
+        sub,
+        "sweep",
+        "train a grid or a random search of recipe variations and rank them",
+        _lazy("llm_tune.sweep.trials", "sweep_command", "recipe", "overrides", "vary", "search", "trials", "seed"),
+    )
+    sweep.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="key.path=[a,b,...], or a range for --search random: uniform(lo,hi), loguniform(lo,hi), int(lo,hi)",
+    )
     sweep.add_argument("--search", default="grid", help="grid (every combination, default) or random (Optuna)")
     sweep.add_argument("--trials", type=int, help="--search random: how many trials")
     sweep.add_argument("--seed", type=int, default=0, help="--search random: the sampler's seed")
@@ -56,7 +72,9 @@ def _recipe_commands(sub: Any) -> None:
     fetch.set_defaults(run=_lazy("llm_tune.model.default", "fetch_default_model", "out"))
 
 
-def _recipe_command(sub: Any, name: str, text: str, run: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+def _recipe_command(
+    sub: Any, name: str, text: str, run: Callable[[argparse.Namespace], Any]
+) -> argparse.ArgumentParser:
     cmd = sub.add_parser(name, help=text)
     cmd.add_argument("recipe", type=Path)
     cmd.add_argument("overrides", nargs="*", metavar="key.path=value", help="recipe keys to override")
@@ -78,15 +96,19 @@ def _run_commands(sub: Any) -> None:
     given.add_argument("--file", type=Path, help="one text per line")
     predict.add_argument("--text-pair", action="append", help="a pair run: the second text of each --text, in order")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
-    predict.set_defaults(run=lambda a: _lazy("llm_tune.classification.scoring", "predict_command")(
-        a.run_dir, a.text or _lines(a.file), a.batch_size, a.text_pair))
+    predict.set_defaults(
+        run=lambda a: _lazy("llm_tune.classification.scoring", "predict_command")(
+            a.run_dir, a.text or _lines(a.file), a.batch_size, a.text_pair
+        )
+    )
     compare = sub.add_parser("compare", help="one table of several runs' differing recipe keys and metrics")
     compare.add_argument("run_dirs", type=Path, nargs="+")
     compare.set_defaults(run=_lazy("llm_tune.sweep.compare", "compare_command", "run_dirs"))
     report = sub.add_parser("report", help="rebuild RUN_DIR/report.html, or compare several runs on one page")
     report.add_argument("run_dirs", nargs="+", type=Path, metavar="run_dir")
-    report.add_argument("--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs:"
-                        " report-compare.html here)")
+    report.add_argument(
+        "--out", type=Path, help="the page (default: RUN_DIR/report.html; several runs: report-compare.html here)"
+    )
     report.set_defaults(run=_lazy("llm_tune.report.commands", "report_command", "run_dirs", "out"))
 
 
@@ -97,8 +119,11 @@ def _generation_commands(sub: Any) -> None:
     generate.add_argument("--file", type=Path, help="one prompt per line")
     generate.add_argument("--max-new-tokens", type=int, default=256, help="per answer (default 256)")
     generate.add_argument("--compare-base", action="store_true", help="the base model's answer beside each one")
-    generate.set_defaults(run=lambda a: _lazy("llm_tune.generation.commands", "generate_command")(
-        a.run_dir, _prompts(a), a.max_new_tokens, a.compare_base))
+    generate.set_defaults(
+        run=lambda a: _lazy("llm_tune.generation.commands", "generate_command")(
+            a.run_dir, _prompts(a), a.max_new_tokens, a.compare_base
+        )
+    )
     chat = sub.add_parser("chat", help="talk to a trained model, turn after turn (Ctrl-D or /exit quits)")
     chat.add_argument("run_dir", type=Path)
     chat.add_argument("--max-new-tokens", type=int, default=512, help="per reply")
@@ -108,11 +133,19 @@ def _generation_commands(sub: Any) -> None:
 def _export_commands(sub: Any) -> None:
     export = sub.add_parser("export", help="export a run as an adapter, a merged model folder or a GGUF, verified")
     export.add_argument("run_dir", type=Path)
-    export.add_argument("--out", type=Path, help="export folder (default: RUN_DIR/export/adapter, .../merged or .../gguf)")
-    export.add_argument("--format", help="safetensors (default: the recipe's export.format) or gguf (llama.cpp, Ollama)")
+    export.add_argument(
+        "--out", type=Path, help="export folder (default: RUN_DIR/export/adapter, .../merged or .../gguf)"
+    )
+    export.add_argument(
+        "--format", help="safetensors (default: the recipe's export.format) or gguf (llama.cpp, Ollama)"
+    )
     export.add_argument("--gguf-type", help="--format gguf: f32, f16 (default), bf16 or q8_0")
-    export.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
-                        help="merge the adapter into the base (default: the recipe's export.merge, else no)")
+    export.add_argument(
+        "--merge",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="merge the adapter into the base (default: the recipe's export.merge, else no)",
+    )
     # Checked by hand, not by argparse choices, so a mistake is one `error:` line like every other.
     export.add_argument("--dtype", help="bfloat16, float16 or float32 (default: the dtype it trained in)")
     export.add_argument("--qlora-base", help="qlora merges: dequantized (default, reproduces training) or original")
@@ -154,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except Exception as exc:  # not a user's mistake (those are UserErrors): say so in one line, keep the traceback
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        fail([f"llm_tune hit a bug: {type(exc).__name__}: {text}; the traceback is in {_save_traceback()}"
-              " (please report it with that file)"])
+        fail(
+            [
+                f"llm_tune hit a bug: {type(exc).__name__}: {text}; the traceback is in {_save_traceback()}"
+                " (please report it with that file)"
+            ]
+        )
         sys.exit(1)
 
 
@@ -212,4 +249,3 @@ def _train(args: argparse.Namespace) -> None:
     from llm_tune.pipeline import train
 
     train(recipe)
-

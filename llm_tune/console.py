@@ -73,7 +73,9 @@ class WarningLog:
         self.path: Any = None
         self.shown = 0
 
-    def show(self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show(
+        self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         text = str(message).strip()
         key = (category.__name__, text)
         if key in self.entries:

@@ -19,8 +19,18 @@ from llm_tune.run_folder import RunFolder, write_json
 
 # eval/metrics.json keys that metrics.json repeats as eval_KEY: single-label, multi_label and regression runs.
 CALIBRATION_FILE = "calibration.json"  # temperature scaling's fit: ECE and reliability bins before and after
-EVAL_SUMMARY = ("loss", "accuracy", "macro_f1", "micro_f1", "subset_accuracy", "pearson", "spearman", "mse", "mae",
-                "ece")
+EVAL_SUMMARY = (
+    "loss",
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "subset_accuracy",
+    "pearson",
+    "spearman",
+    "mse",
+    "mae",
+    "ece",
+)
 
 
 def train(recipe: Recipe, callbacks: list[Any] = ()) -> dict[str, Any]:
@@ -98,8 +108,15 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
 
 
 # End-of-run evaluation values metrics.json keeps (TRL's names for preference runs).
-EVAL_METRICS = ("eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins",
-                "eval_rewards/chosen", "eval_rewards/rejected")
+EVAL_METRICS = (
+    "eval_loss",
+    "eval_accuracy",
+    "eval_macro_f1",
+    "eval_rewards/accuracies",
+    "eval_rewards/margins",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+)
 
 
 def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> dict[str, Any] | None:
@@ -160,7 +177,9 @@ def training_data(recipe: Recipe, tokenizer: Any) -> Any:
     return splits
 
 
-def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, notes: list[str]) -> tuple[Any, tuple[int, int]]:
+def training_model(
+    recipe: Recipe, tokenizer: Any, labels: list[str] | None, notes: list[str]
+) -> tuple[Any, tuple[int, int]]:
     """The base model with the strategy applied, and its (trainable, total) parameter counts; what the console
     should hear about it goes to `notes`."""
     from transformers import set_seed
@@ -185,7 +204,9 @@ def training_model(recipe: Recipe, tokenizer: Any, labels: list[str] | None, not
         if init_head_from_label_tokens(model, tokenizer, labels):
             notes.append("classification head initialised from the label tokens' LM-head rows")
     gradient_checkpointing = recipe.training.gradient_checkpointing
-    model = apply_strategy(model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=gradient_checkpointing)
+    model = apply_strategy(
+        model, recipe.strategy, classifier=sequence_head, gradient_checkpointing=gradient_checkpointing
+    )
     return model, parameter_counts(model)
 
 
@@ -194,7 +215,9 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
 
     batch = recipe.training.per_device_eval_batch_size
     main = is_main_process()
-    scores = evaluate_classifier(recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True, write=main)
+    scores = evaluate_classifier(
+        recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True, write=main
+    )
     if not main:
         return
     metrics.update({f"eval_{key}": scores[key] for key in EVAL_SUMMARY if key in scores})
@@ -216,7 +239,9 @@ def _report(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder) -> Non
 
         write_samples(trainer.model, tokenizer, recipe, out.samples)
     if not installed("matplotlib"):  # an optional extra: the run is complete without its page
-        say(f"report.html not written: {missing('matplotlib', 'the run report')}, then python -m llm_tune report {out.root}")
+        say(
+            f"report.html not written: {missing('matplotlib', 'the run report')}, then python -m llm_tune report {out.root}"
+        )
         return
     say(f"report written to {write_run_report(out.root)}")
 

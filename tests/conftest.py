@@ -32,7 +32,9 @@ def run_cli(*args: str, cwd: Path = ROOT, check: bool = True, env: dict | None =
         timeout=timeout,
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"llm_tune {' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"llm_tune {' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 
@@ -71,8 +73,14 @@ def run_cli_together(*commands: list, timeout: int = 600) -> list[subprocess.Com
     """Independent `python -m llm_tune` commands (each a list of args) run at the same time, so a module's set-up
     of several runs takes the wall time of the slowest; each must exit 0."""
     procs = [
-        subprocess.Popen([sys.executable, "-m", "llm_tune", *map(str, args)], cwd=ROOT, env=ENV, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "llm_tune", *map(str, args)],
+            cwd=ROOT,
+            env=ENV,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for args in commands
     ]
     done = []

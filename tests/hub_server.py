@@ -128,9 +128,12 @@ class Handler(BaseHTTPRequestHandler):
         url = f"http://{self.headers['Host']}/{repo}"
         if repo in self.state.repos:
             return self._send(409, {"error": "You already created this model repo", "url": url})
-        self.state.repos[repo] = {"private": body.get("visibility") == "private" or body.get("private"),
-                                  "branches": {"main": {}}, "sha": {"main": "0" * 40},
-                                  "snapshots": {}}
+        self.state.repos[repo] = {
+            "private": body.get("visibility") == "private" or body.get("private"),
+            "branches": {"main": {}},
+            "sha": {"main": "0" * 40},
+            "snapshots": {},
+        }
         self._send(200, {"url": url, "name": repo})
 
     def create_branch(self, repo: str, branch: str) -> None:
@@ -151,8 +154,14 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         # Weights go through the LFS protocol, as on the Hub; everything else inline in the commit.
-        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".gguf")) else "regular",
-                  "shouldIgnore": False} for f in body["files"]]
+        files = [
+            {
+                "path": f["path"],
+                "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".gguf")) else "regular",
+                "shouldIgnore": False,
+            }
+            for f in body["files"]
+        ]
         self._send(200, {"files": files, "commitOid": self.state.repos[repo]["sha"].get(rev, "0" * 40)})
 
     def commit(self, repo: str, rev: str) -> None:
@@ -185,8 +194,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         host = f"http://{self.headers['Host']}"
         objects = [
-            {"oid": o["oid"], "size": o["size"], "authenticated": True,
-             "actions": {"upload": {"href": f"{host}/lfs-upload/{o['oid']}"}, "verify": {"href": f"{host}/lfs-verify"}}}
+            {
+                "oid": o["oid"],
+                "size": o["size"],
+                "authenticated": True,
+                "actions": {
+                    "upload": {"href": f"{host}/lfs-upload/{o['oid']}"},
+                    "verify": {"href": f"{host}/lfs-verify"},
+                },
+            }
             for o in body["objects"]
         ]
         self._send(200, {"transfer": "basic", "objects": objects})
@@ -219,16 +235,30 @@ class Handler(BaseHTTPRequestHandler):
         if files is not None:
             sha = self.state.repos[repo]["sha"].get(rev, rev)
             siblings = [{"rfilename": name} for name in sorted(files)]
-            self._send(200, {"id": repo, "modelId": repo, "sha": sha, "private": False, "siblings": siblings,
-                             "tags": [], "downloads": 0, "likes": 0})
+            self._send(
+                200,
+                {
+                    "id": repo,
+                    "modelId": repo,
+                    "sha": sha,
+                    "private": False,
+                    "siblings": siblings,
+                    "tags": [],
+                    "downloads": 0,
+                    "likes": 0,
+                },
+            )
 
     def tree(self, repo: str, rev: str, sub: str | None = None) -> None:
         files = self._branch(repo, rev)
         if files is None:
             return
         prefix = f"{sub.rstrip('/')}/" if sub else ""
-        entries = [{"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                   for n, b in sorted(files.items()) if n.startswith(prefix)]
+        entries = [
+            {"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+            for n, b in sorted(files.items())
+            if n.startswith(prefix)
+        ]
         if sub and not entries:
             return self._error(404, "EntryNotFound", f"{sub} not found")
         self._send(200, entries)
@@ -240,7 +270,10 @@ class Handler(BaseHTTPRequestHandler):
         if name not in files:
             return self._error(404, "EntryNotFound", f"{name} not found")
         data = files[name]
-        headers = {"ETag": f'"{hashlib.sha1(data).hexdigest()}"', "X-Repo-Commit": self.state.repos[repo]["sha"].get(rev, rev)}
+        headers = {
+            "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+            "X-Repo-Commit": self.state.repos[repo]["sha"].get(rev, rev),
+        }
         self._send(200, headers=headers, raw=data)
 
 

@@ -61,164 +61,270 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "recipe-is-a-folder": Case(["{w}"], "a folder, not a recipe file"),
         "recipe-missing": Case(["{w}/nope.yaml"], "nope.yaml: recipe file not found"),
         "recipe-bad-yaml": Case(train, "not valid YAML (line", {"r.yaml": "model: [unclosed\n"}),
-        "recipe-duplicate-key": Case(train, "r.yaml: key 'training' is given twice (lines 1 and 4)",
-                                     {"r.yaml": "training:\n  max_steps: 2\nmodel: {name_or_path: x}\ntraining:\n"
-                                                "  learning_rate: 0.1\n"}),
-        "recipe-duplicate-nested-key": Case(train, "r.yaml: key 'max_steps' is given twice (lines 2 and 3)",
-                                            {"r.yaml": "training:\n  max_steps: 2\n  max_steps: 3\n"}),
+        "recipe-duplicate-key": Case(
+            train,
+            "r.yaml: key 'training' is given twice (lines 1 and 4)",
+            {"r.yaml": "training:\n  max_steps: 2\nmodel: {name_or_path: x}\ntraining:\n  learning_rate: 0.1\n"},
+        ),
+        "recipe-duplicate-nested-key": Case(
+            train,
+            "r.yaml: key 'max_steps' is given twice (lines 2 and 3)",
+            {"r.yaml": "training:\n  max_steps: 2\n  max_steps: 3\n"},
+        ),
         "recipe-a-list": Case(train, "a recipe must be a mapping of keys, got list", {"r.yaml": "- a\n- b\n"}),
         "recipe-empty": Case(train, "model: required key is missing", {"r.yaml": ""}),
-        "unknown-key": run("training.lerning_rate: unknown key (did you mean 'learning_rate'?)",
-                           **{"training.lerning_rate": 1e-4}),
+        "unknown-key": run(
+            "training.lerning_rate: unknown key (did you mean 'learning_rate'?)", **{"training.lerning_rate": 1e-4}
+        ),
         "wrong-type": run("training.max_steps: Input should be a valid integer", **{"training.max_steps": "ten"}),
         "out-of-range": run("training.learning_rate: Input should be greater than 0", **{"training.learning_rate": -1}),
-        "bad-choice": run("strategy.kind: Input should be 'full', 'frozen', 'lora' or 'qlora' (got 'lorra')",
-                          **{"strategy.kind": "lorra"}),
-        "key-of-another-kind": run("strategy.trainable_layers: a key of strategy kind frozen, not of kind lora",
-                                   **{"strategy.trainable_layers": 2}),
+        "bad-choice": run(
+            "strategy.kind: Input should be 'full', 'frozen', 'lora' or 'qlora' (got 'lorra')",
+            **{"strategy.kind": "lorra"},
+        ),
+        "key-of-another-kind": run(
+            "strategy.trainable_layers: a key of strategy kind frozen, not of kind lora",
+            **{"strategy.trainable_layers": 2},
+        ),
         "zero-steps": run("training.max_steps must be a positive number of steps", **{"training.max_steps": 0}),
-        "two-validation-sources": run("set data.validation or data.validation_fraction, not both",
-                                      **{"data.validation": str(data / "alpaca_val.jsonl"),
-                                         "data.validation_fraction": 0.1}),
+        "two-validation-sources": run(
+            "set data.validation or data.validation_fraction, not both",
+            **{"data.validation": str(data / "alpaca_val.jsonl"), "data.validation_fraction": 0.1},
+        ),
         "inherits-missing": Case(train, "parent.yaml: recipe file not found", {"r.yaml": "inherits: parent.yaml\n"}),
-        "inherits-circular": Case(train, "circular inheritance",
-                                  {"r.yaml": "inherits: p.yaml\n", "p.yaml": "inherits: r.yaml\n"}),
-        "inherits-not-a-path": Case(train, "inherits: expected a path to a parent recipe",
-                                    {"r.yaml": "inherits: [a, b]\n"}),
-        "override-without-value": Case([*train, "training.learning_rate"], "expected key.path=value",
-                                       {"r.yaml": recipe(tiny, data)}),
-        "override-into-a-value": Case([*train, "training.learning_rate.x=1"], "learning_rate is a value, not a section",
-                                      {"r.yaml": recipe(tiny, data)}),
-        "override-text-read-as-mapping": Case([*train, "data.prompt=Review: {text}"], "quote a text that holds ': '",
-                                              {"r.yaml": recipe(tiny, data)}),
-        "override-bad-value": Case([*train, "training.seed=abc"], "training.seed: Input should be a valid integer",
-                                   {"r.yaml": recipe(tiny, data)}),
-        "packing-with-sequence-head": run("training.packing: a sequence-classification head",
-                                          **{**classify, "classification.head": "sequence", "training.packing": True},
-                                          files=rows(review("good", "pos"), review("bad", "neg"))),
-        "classification-needs-format": run("data.format: task classification needs data.format classification",
-                                           task="classification"),
-        "one-label-listed": run("classification.labels: give at least two distinct labels",
-                                **{**classify, "classification.labels": ["pos"]},
-                                files=rows(review("good", "pos"))),
-        "resume-not-a-folder": run("training.resume: {w}/nope is not a checkpoint folder",
-                                   **{"training.resume": "{w}/nope"}),
+        "inherits-circular": Case(
+            train, "circular inheritance", {"r.yaml": "inherits: p.yaml\n", "p.yaml": "inherits: r.yaml\n"}
+        ),
+        "inherits-not-a-path": Case(
+            train, "inherits: expected a path to a parent recipe", {"r.yaml": "inherits: [a, b]\n"}
+        ),
+        "override-without-value": Case(
+            [*train, "training.learning_rate"], "expected key.path=value", {"r.yaml": recipe(tiny, data)}
+        ),
+        "override-into-a-value": Case(
+            [*train, "training.learning_rate.x=1"],
+            "learning_rate is a value, not a section",
+            {"r.yaml": recipe(tiny, data)},
+        ),
+        "override-text-read-as-mapping": Case(
+            [*train, "data.prompt=Review: {text}"], "quote a text that holds ': '", {"r.yaml": recipe(tiny, data)}
+        ),
+        "override-bad-value": Case(
+            [*train, "training.seed=abc"],
+            "training.seed: Input should be a valid integer",
+            {"r.yaml": recipe(tiny, data)},
+        ),
+        "packing-with-sequence-head": run(
+            "training.packing: a sequence-classification head",
+            **{**classify, "classification.head": "sequence", "training.packing": True},
+            files=rows(review("good", "pos"), review("bad", "neg")),
+        ),
+        "classification-needs-format": run(
+            "data.format: task classification needs data.format classification", task="classification"
+        ),
+        "one-label-listed": run(
+            "classification.labels: give at least two distinct labels",
+            **{**classify, "classification.labels": ["pos"]},
+            files=rows(review("good", "pos")),
+        ),
+        "resume-not-a-folder": run(
+            "training.resume: {w}/nope is not a checkpoint folder", **{"training.resume": "{w}/nope"}
+        ),
         # models: missing, empty folder, broken config, no tokenizer, not a GGUF, wrong architecture
-        "model-missing": run("model.name_or_path: {w}/no-model does not exist", **{"model.name_or_path": "{w}/no-model"}),
-        "model-empty-folder": run("holds no model (no config.json)", {"empty/.keep": ""},
-                                  **{"model.name_or_path": "{w}/empty"}),
-        "model-broken-config": run("config.json is not valid JSON", {"broken/config.json": "{not json"},
-                                   **{"model.name_or_path": "{w}/broken"}),
-        "model-no-tokenizer": run("has no tokenizer", {"notok/config.json": json.dumps({"model_type": "llama"})},
-                                  **{"model.name_or_path": "{w}/notok"}),
-        "model-not-gguf": run("is not a GGUF file", {"m.gguf": b"PK\x03\x04 not a gguf"},
-                              **{"model.name_or_path": "{w}/m.gguf"}),
-        "model-is-a-file": run("is a file; give a transformers model folder", {"weights.bin": b"\x00"},
-                               **{"model.name_or_path": "{w}/weights.bin"}),
-        "model-unknown-architecture": run("could not be loaded as", {**_copy_tokenizer(tiny, "alien"),
-                                          "alien/config.json": json.dumps({"model_type": "nonesuch"})},
-                                          **{"model.name_or_path": "{w}/alien"}),
-        "blocks-outside-the-model": run("strategy.layers_to_transform: [5] outside the model's blocks 0 to 1",
-                                        **{"strategy.layers_to_transform": [5]}),
-        "too-many-frozen-blocks": run("strategy.trainable_layers: 9, but the model has 2 blocks",
-                                      strategy={"kind": "frozen", "trainable_layers": 9}),
+        "model-missing": run(
+            "model.name_or_path: {w}/no-model does not exist", **{"model.name_or_path": "{w}/no-model"}
+        ),
+        "model-empty-folder": run(
+            "holds no model (no config.json)", {"empty/.keep": ""}, **{"model.name_or_path": "{w}/empty"}
+        ),
+        "model-broken-config": run(
+            "config.json is not valid JSON", {"broken/config.json": "{not json"}, **{"model.name_or_path": "{w}/broken"}
+        ),
+        "model-no-tokenizer": run(
+            "has no tokenizer",
+            {"notok/config.json": json.dumps({"model_type": "llama"})},
+            **{"model.name_or_path": "{w}/notok"},
+        ),
+        "model-not-gguf": run(
+            "is not a GGUF file", {"m.gguf": b"PK\x03\x04 not a gguf"}, **{"model.name_or_path": "{w}/m.gguf"}
+        ),
+        "model-is-a-file": run(
+            "is a file; give a transformers model folder",
+            {"weights.bin": b"\x00"},
+            **{"model.name_or_path": "{w}/weights.bin"},
+        ),
+        "model-unknown-architecture": run(
+            "could not be loaded as",
+            {**_copy_tokenizer(tiny, "alien"), "alien/config.json": json.dumps({"model_type": "nonesuch"})},
+            **{"model.name_or_path": "{w}/alien"},
+        ),
+        "blocks-outside-the-model": run(
+            "strategy.layers_to_transform: [5] outside the model's blocks 0 to 1",
+            **{"strategy.layers_to_transform": [5]},
+        ),
+        "too-many-frozen-blocks": run(
+            "strategy.trainable_layers: 9, but the model has 2 blocks",
+            strategy={"kind": "frozen", "trainable_layers": 9},
+        ),
         # data: every format, file types, bad lines, wrong types, empty files, huge rows, labels
         "data-missing": run("data.train: file not found: {w}/none.jsonl", **{"data.train": "{w}/none.jsonl"}),
-        "data-unsupported-type": run("unsupported file type; use .jsonl, .json, .csv or .parquet",
-                                     {"rows.txt": "a\n"}, **{"data.train": "{w}/rows.txt"}),
-        "data-chat-template-missing": run("data.chat_template: file not found", **{"data.chat_template": "{w}/t.jinja"}),
-        "jsonl-malformed-line": data_case("rows.jsonl:2: not valid JSON",
-                                          {"rows.jsonl": json.dumps(alpaca) + '\n{"instruction": "x", "output": \n'}),
+        "data-unsupported-type": run(
+            "unsupported file type; use .jsonl, .json, .csv or .parquet",
+            {"rows.txt": "a\n"},
+            **{"data.train": "{w}/rows.txt"},
+        ),
+        "data-chat-template-missing": run(
+            "data.chat_template: file not found", **{"data.chat_template": "{w}/t.jinja"}
+        ),
+        "jsonl-malformed-line": data_case(
+            "rows.jsonl:2: not valid JSON", {"rows.jsonl": json.dumps(alpaca) + '\n{"instruction": "x", "output": \n'}
+        ),
         "jsonl-not-objects": data_case("rows.jsonl:1: expected a JSON object per line", {"rows.jsonl": "[1, 2]\n"}),
         "jsonl-not-utf8": data_case("rows.jsonl: not UTF-8 text", {"rows.jsonl": b'{"instruction": "\xff"}\n'}),
         "json-not-rows": data_case("rows.json: expected a list of rows, got a JSON str", {"rows.json": '"text"'}),
         "jsonl-empty": data_case("rows.jsonl: no rows (the file is empty)", {"rows.jsonl": ""}),
         "csv-garbage": data_case("rows.csv", {"rows.csv": b"\x00\x01\x02\xff\xfe"}),
         "parquet-garbage": data_case("rows.parquet: could not read the data", {"rows.parquet": b"not parquet"}),
-        "alpaca-missing-output": data_case("rows.jsonl:2: missing or empty 'output'",
-                                           rows(alpaca, {"instruction": "x", "output": ""})),
-        "alpaca-output-not-text": data_case("rows.jsonl:1: 'output' must be text, got int",
-                                            rows({"instruction": "x", "output": 5})),
-        "alpaca-wrong-field-names": data_case("rows.jsonl:1: missing or empty 'instruction'",
-                                              rows({"question": "x", "answer": "y"})),
-        "completion-missing-text": data_case("rows.jsonl:1: missing or empty 'text'", rows({"body": "x"}),
-                                             **{"data.format": "completion"}),
-        "chat-unknown-role": data_case("rows.jsonl:1: message 1: role 'bot' is not one of",
-                                       rows({"messages": [{"role": "user", "content": "hi"},
-                                                          {"role": "bot", "content": "hello"}]}),
-                                       **{"data.format": "chat"}),
-        "chat-not-a-list": data_case("rows.jsonl:1: 'messages' must be a non-empty list",
-                                     rows({"messages": "hi"}), **{"data.format": "chat"}),
-        "chat-content-not-text": data_case("rows.jsonl:1: message 0: content must be a string",
-                                           rows({"messages": [{"role": "user", "content": 3}]}),
-                                           **{"data.format": "chat"}),
-        "chat-no-assistant": data_case("rows.jsonl:1: no assistant message to train on",
-                                       rows({"messages": [{"role": "user", "content": "hi"}]}),
-                                       **{"data.format": "chat"}),
-        "classification-one-label": run("every row has the label 'pos'", **classify,
-                                        files=rows(review("good", "pos"), review("fine", "pos"))),
-        "classification-unseen-label": run("val.jsonl:2: label 'neutral' is not one of the labels ['neg', 'pos']",
-                                           **{**classify, "data.validation": "{w}/val.jsonl"},
-                                           files={**rows(review("good", "pos"), review("bad", "neg")),
-                                                  "val.jsonl": [review("ok", "pos"), review("meh", "neutral")]}),
+        "alpaca-missing-output": data_case(
+            "rows.jsonl:2: missing or empty 'output'", rows(alpaca, {"instruction": "x", "output": ""})
+        ),
+        "alpaca-output-not-text": data_case(
+            "rows.jsonl:1: 'output' must be text, got int", rows({"instruction": "x", "output": 5})
+        ),
+        "alpaca-wrong-field-names": data_case(
+            "rows.jsonl:1: missing or empty 'instruction'", rows({"question": "x", "answer": "y"})
+        ),
+        "completion-missing-text": data_case(
+            "rows.jsonl:1: missing or empty 'text'", rows({"body": "x"}), **{"data.format": "completion"}
+        ),
+        "chat-unknown-role": data_case(
+            "rows.jsonl:1: message 1: role 'bot' is not one of",
+            rows({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}),
+            **{"data.format": "chat"},
+        ),
+        "chat-not-a-list": data_case(
+            "rows.jsonl:1: 'messages' must be a non-empty list", rows({"messages": "hi"}), **{"data.format": "chat"}
+        ),
+        "chat-content-not-text": data_case(
+            "rows.jsonl:1: message 0: content must be a string",
+            rows({"messages": [{"role": "user", "content": 3}]}),
+            **{"data.format": "chat"},
+        ),
+        "chat-no-assistant": data_case(
+            "rows.jsonl:1: no assistant message to train on",
+            rows({"messages": [{"role": "user", "content": "hi"}]}),
+            **{"data.format": "chat"},
+        ),
+        "classification-one-label": run(
+            "every row has the label 'pos'", **classify, files=rows(review("good", "pos"), review("fine", "pos"))
+        ),
+        "classification-unseen-label": run(
+            "val.jsonl:2: label 'neutral' is not one of the labels ['neg', 'pos']",
+            **{**classify, "data.validation": "{w}/val.jsonl"},
+            files={
+                **rows(review("good", "pos"), review("bad", "neg")),
+                "val.jsonl": [review("ok", "pos"), review("meh", "neutral")],
+            },
+        ),
         # multi-label, regression, pairs, class weights
-        "multilabel-labels-a-number": run("rows.jsonl:1: 'labels' must be a list of labels or a string of labels",
-                                          **{**multi, "data.format": "multi_label"},
-                                          files=rows({"text": "good", "labels": 3}, {"text": "bad", "labels": ["b"]})),
-        "multilabel-unknown-label": run("val.jsonl:1: labels ['c'] are not in the label set ['a', 'b']",
-                                        **{**multi, "data.validation": "{w}/val.jsonl"},
-                                        files={**rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": "a,b"}),
-                                               "val.jsonl": [{"text": "z", "labels": ["a", "c"]}]}),
-        "multilabel-generate-head": run("classification.head: data.format multi_label trains a sequence head",
-                                        **{**multi, "classification.head": "generate"},
-                                        files=rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": ["b"]})),
-        "regression-score-is-text": run("rows.jsonl:2: 'score' must be a number, got str 'high'",
-                                        **{**multi, "data.format": "regression"},
-                                        files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": "high"})),
-        "pair-column-missing": run("rows.jsonl:1: missing or empty 'text_pair'", **{
-            **classify, "data.fields": {"text_pair": "text_pair"}, "data.prompt": "A: {text} B: {text_pair}"},
-                                   files=rows(review("good", "pos"), review("bad", "neg"))),
-        "pair-prompt-without-placeholder": run("data.prompt: data.fields.text_pair is 'text_pair', but the prompt has"
-                                               " no {text_pair}", **{**classify, "data.fields": {"text_pair": "text_pair"}},
-                                               files=rows(review("good", "pos"), review("bad", "neg"))),
-        "class-weights-unknown-label": run("classification.class_weights: ['neutral'] are not labels of this run",
-                                           **{**classify, "classification.class_weights": {"neutral": 2.0}},
-                                           files=rows(review("good", "pos"), review("bad", "neg"))),
-        "class-weights-on-regression": run("classification.class_weights: weights single-label rows",
-                                           **{**multi, "data.format": "regression",
-                                              "classification.class_weights": "balanced"},
-                                           files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": 2.0})),
-        "csv-missing-column": data_case("rows.csv:2: missing or empty 'text'", {"rows.csv": "body,label\nx,pos\n"},
-                                        **{"task": "classification", "data.format": "classification"}),
-        "rows-too-long-for-max-length": data_case("no row keeps a trained token after truncation",
-                                                  rows({"instruction": "word " * 300, "output": "3"}),
-                                                  **{"data.max_length": 16}),
+        "multilabel-labels-a-number": run(
+            "rows.jsonl:1: 'labels' must be a list of labels or a string of labels",
+            **{**multi, "data.format": "multi_label"},
+            files=rows({"text": "good", "labels": 3}, {"text": "bad", "labels": ["b"]}),
+        ),
+        "multilabel-unknown-label": run(
+            "val.jsonl:1: labels ['c'] are not in the label set ['a', 'b']",
+            **{**multi, "data.validation": "{w}/val.jsonl"},
+            files={
+                **rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": "a,b"}),
+                "val.jsonl": [{"text": "z", "labels": ["a", "c"]}],
+            },
+        ),
+        "multilabel-generate-head": run(
+            "classification.head: data.format multi_label trains a sequence head",
+            **{**multi, "classification.head": "generate"},
+            files=rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": ["b"]}),
+        ),
+        "regression-score-is-text": run(
+            "rows.jsonl:2: 'score' must be a number, got str 'high'",
+            **{**multi, "data.format": "regression"},
+            files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": "high"}),
+        ),
+        "pair-column-missing": run(
+            "rows.jsonl:1: missing or empty 'text_pair'",
+            **{**classify, "data.fields": {"text_pair": "text_pair"}, "data.prompt": "A: {text} B: {text_pair}"},
+            files=rows(review("good", "pos"), review("bad", "neg")),
+        ),
+        "pair-prompt-without-placeholder": run(
+            "data.prompt: data.fields.text_pair is 'text_pair', but the prompt has no {text_pair}",
+            **{**classify, "data.fields": {"text_pair": "text_pair"}},
+            files=rows(review("good", "pos"), review("bad", "neg")),
+        ),
+        "class-weights-unknown-label": run(
+            "classification.class_weights: ['neutral'] are not labels of this run",
+            **{**classify, "classification.class_weights": {"neutral": 2.0}},
+            files=rows(review("good", "pos"), review("bad", "neg")),
+        ),
+        "class-weights-on-regression": run(
+            "classification.class_weights: weights single-label rows",
+            **{**multi, "data.format": "regression", "classification.class_weights": "balanced"},
+            files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": 2.0}),
+        ),
+        "csv-missing-column": data_case(
+            "rows.csv:2: missing or empty 'text'",
+            {"rows.csv": "body,label\nx,pos\n"},
+            **{"task": "classification", "data.format": "classification"},
+        ),
+        "rows-too-long-for-max-length": data_case(
+            "no row keeps a trained token after truncation",
+            rows({"instruction": "word " * 300, "output": "3"}),
+            **{"data.max_length": 16},
+        ),
         # watching validation, sweeps, comparing runs
-        "eval-steps-without-validation": run("training.eval_steps: 2, but there are no validation rows",
-                                             **{"training.eval_steps": 2}),
-        "threshold-without-patience": run("training.early_stopping_threshold: 0.01 without training.early_stopping_patience"
-                                          " has no effect", **{"training.early_stopping_threshold": 0.01,
-                                                               "training.eval_steps": 2}),
-        "early-stopping-without-evaluations": run("training.early_stopping_patience: 2 needs evaluations to compare",
-                                                  **{"training.early_stopping_patience": 2}),
-        "accuracy-for-an-sft-run": run("training.metric_for_best_model: eval_accuracy is a classification metric",
-                                       **{"training.metric_for_best_model": "eval_accuracy"}),
-        "linear-probe-that-trains-nothing": run("strategy.trainable_layers: 0 with no strategy.trainable_modules",
-                                                strategy={"kind": "frozen", "trainable_layers": 0}),
-        "sweep-bad-vary": Case(["sweep", "{w}/r.yaml", "--vary", "training.seed=5"], "--vary 'training.seed=5'",
-                               {"r.yaml": recipe(tiny, data)}),
-        "sweep-range-in-a-grid": Case(["sweep", "{w}/r.yaml", "--vary", "training.learning_rate=loguniform(1e-5,1e-3)"],
-                                      "a range is sampled, not gridded",
-                                      {"r.yaml": recipe(tiny, data, **{"data.validation_fraction": 0.2})}),
-        "sweep-without-validation": Case(["sweep", "{w}/r.yaml", "--vary", "training.seed=[1,2]"],
-                                         "sweep ranks trials on validation rows", {"r.yaml": recipe(tiny, data)}),
-        "sweep-bad-trial-value": Case(["sweep", "{w}/r.yaml", "--vary", "strategy.r=[4,-1]"],
-                                      "strategy.r: Input should be greater than 0",
-                                      {"r.yaml": recipe(tiny, data, **{"data.validation_fraction": 0.2})}),
+        "eval-steps-without-validation": run(
+            "training.eval_steps: 2, but there are no validation rows", **{"training.eval_steps": 2}
+        ),
+        "threshold-without-patience": run(
+            "training.early_stopping_threshold: 0.01 without training.early_stopping_patience has no effect",
+            **{"training.early_stopping_threshold": 0.01, "training.eval_steps": 2},
+        ),
+        "early-stopping-without-evaluations": run(
+            "training.early_stopping_patience: 2 needs evaluations to compare",
+            **{"training.early_stopping_patience": 2},
+        ),
+        "accuracy-for-an-sft-run": run(
+            "training.metric_for_best_model: eval_accuracy is a classification metric",
+            **{"training.metric_for_best_model": "eval_accuracy"},
+        ),
+        "linear-probe-that-trains-nothing": run(
+            "strategy.trainable_layers: 0 with no strategy.trainable_modules",
+            strategy={"kind": "frozen", "trainable_layers": 0},
+        ),
+        "sweep-bad-vary": Case(
+            ["sweep", "{w}/r.yaml", "--vary", "training.seed=5"],
+            "--vary 'training.seed=5'",
+            {"r.yaml": recipe(tiny, data)},
+        ),
+        "sweep-range-in-a-grid": Case(
+            ["sweep", "{w}/r.yaml", "--vary", "training.learning_rate=loguniform(1e-5,1e-3)"],
+            "a range is sampled, not gridded",
+            {"r.yaml": recipe(tiny, data, **{"data.validation_fraction": 0.2})},
+        ),
+        "sweep-without-validation": Case(
+            ["sweep", "{w}/r.yaml", "--vary", "training.seed=[1,2]"],
+            "sweep ranks trials on validation rows",
+            {"r.yaml": recipe(tiny, data)},
+        ),
+        "sweep-bad-trial-value": Case(
+            ["sweep", "{w}/r.yaml", "--vary", "strategy.r=[4,-1]"],
+            "strategy.r: Input should be greater than 0",
+            {"r.yaml": recipe(tiny, data, **{"data.validation_fraction": 0.2})},
+        ),
         "compare-not-a-run": Case(["compare", "{w}"], "not a run folder"),
         # output folders
-        "output-dir-is-a-file": run("output_dir: {w}/taken is a file, not a folder", {"taken": "x"},
-                                    output_dir="{w}/taken"),
+        "output-dir-is-a-file": run(
+            "output_dir: {w}/taken is a file, not a folder", {"taken": "x"}, output_dir="{w}/taken"
+        ),
         # every subcommand's arguments
         "eval-not-a-run": Case(["eval", "{w}/x"], "{w}/x: not a run folder"),
         "predict-not-a-run": Case(["predict", "{w}/x", "--text", "hi"], "{w}/x: not a run folder"),
@@ -226,10 +332,15 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
         "export-not-a-run": Case(["export", "{w}/x"], "{w}/x: run folder not found"),
         "export-bad-dtype": Case(["export", "{w}/x", "--dtype", "int8"], "--dtype: expected one of"),
         "push-not-a-run": Case(["push", "{w}", "--repo-id", "me/m"], "neither a run folder"),
-        "push-bad-timeout": Case(["push", "{w}", "--repo-id", "me/m", "--timeout", "0"], "--timeout: must be a positive"),
+        "push-bad-timeout": Case(
+            ["push", "{w}", "--repo-id", "me/m", "--timeout", "0"], "--timeout: must be a positive"
+        ),
         "keys-unknown-section": Case(["keys", "nope"], "keys: no section 'nope'"),
-        "validate-unknown-key": Case(["validate", "{w}/r.yaml"], "modle: unknown key (did you mean 'model'?)",
-                                     {"r.yaml": {"modle": {}, "data": {"train": "x.jsonl"}}}),
+        "validate-unknown-key": Case(
+            ["validate", "{w}/r.yaml"],
+            "modle: unknown key (did you mean 'model'?)",
+            {"r.yaml": {"modle": {}, "data": {"train": "x.jsonl"}}},
+        ),
     }
 
 

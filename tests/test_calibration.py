@@ -38,10 +38,18 @@ def test_ece_matches_a_hand_computed_table():
 
 def test_calibrate_fits_after_training_and_eval_and_predict_use_it(tiny_model, data_dir, tmp_path):
     out = tmp_path / "run"
-    recipe = base_recipe(tiny_model, data_dir, out, task="classification",
-                         classification={"head": "sequence", "calibrate": True},
-                         data={"train": str(data_dir / "reviews.jsonl"), "validation": str(data_dir / "reviews_val.jsonl"),
-                               "format": "classification"})
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        out,
+        task="classification",
+        classification={"head": "sequence", "calibrate": True},
+        data={
+            "train": str(data_dir / "reviews.jsonl"),
+            "validation": str(data_dir / "reviews_val.jsonl"),
+            "format": "classification",
+        },
+    )
     recipe["training"].update(max_steps=6, per_device_train_batch_size=4)
     run_cli(write_recipe(tmp_path / "r.yaml", recipe))
     temperature = yaml.safe_load((out / "recipe.resolved.yaml").read_text())["classification"]["temperature"]

@@ -14,7 +14,10 @@ from conftest import base_recipe, run_cli_together, write_jsonl, write_recipe
 
 def weighted_recipe(tiny_model, data_dir, out, head, weights=None, train=None):
     recipe = base_recipe(
-        tiny_model, data_dir, out, task="classification",
+        tiny_model,
+        data_dir,
+        out,
+        task="classification",
         classification={"head": head, **({"class_weights": weights} if weights is not None else {})},
         data={"train": str(train or data_dir / "reviews.jsonl"), "format": "classification"},
     )
@@ -30,8 +33,10 @@ def first_loss(out) -> float:
 @pytest.mark.parametrize("head", ["sequence", "generate"])
 def test_uniform_weights_scale_the_loss_by_their_value(tiny_model, data_dir, tmp_path, head):
     plain = write_recipe(tmp_path / "plain.yaml", weighted_recipe(tiny_model, data_dir, tmp_path / "plain", head))
-    tripled = write_recipe(tmp_path / "w.yaml", weighted_recipe(
-        tiny_model, data_dir, tmp_path / "w", head, {"negative": 3.0, "positive": 3.0}))
+    tripled = write_recipe(
+        tmp_path / "w.yaml",
+        weighted_recipe(tiny_model, data_dir, tmp_path / "w", head, {"negative": 3.0, "positive": 3.0}),
+    )
     run_cli_together([plain], [tripled])
     # The generate head finds each row's weight by its first answer token: a row it failed to map would weigh 1.
     assert first_loss(tmp_path / "w") == pytest.approx(3.0 * first_loss(tmp_path / "plain"), rel=1e-4)

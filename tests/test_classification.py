@@ -81,7 +81,9 @@ def test_sequence_head_survives_save_and_reload_with_identical_logits(tiny_model
     batch = tokenizer(["The film was lovely."], return_tensors="pt")
     with torch.no_grad():
         assert not torch.allclose(model(**batch).logits, untrained(**batch).logits)
-    again = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2), adapter)
+    again = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2), adapter
+    )
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, again.eval()(**batch).logits)
 
@@ -101,7 +103,14 @@ def test_a_toy_task_reaches_high_accuracy(tiny_model, tmp_path, head):
     write_jsonl(data / "reviews.jsonl", [row(i) for i in range(64)])
     write_jsonl(data / "reviews_val.jsonl", [row(i) for i in range(40)])
     recipe = classification_recipe(
-        tiny_model, data, tmp_path / "run", head, "full", max_steps=64, learning_rate=3e-3, per_device_train_batch_size=8
+        tiny_model,
+        data,
+        tmp_path / "run",
+        head,
+        "full",
+        max_steps=64,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
     )
     recipe["data"].update(prompt="{text}", system_prompt="Answer yes or no.")
     run_cli(write_recipe(tmp_path / "r.yaml", recipe))

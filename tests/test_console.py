@@ -67,7 +67,7 @@ def test_a_launch_on_one_core_of_several_says_how_to_use_them(tiny_model, data_d
     recipe = write_recipe(tmp_path / "r.yaml", sentiment(tiny_model, data_dir, tmp_path))
     launch = make_launch()
     at = launch.index("--num_cpu_threads_per_process")
-    without = launch[:at] + launch[at + 2:]  # accelerate's own default: OMP_NUM_THREADS=1
+    without = launch[:at] + launch[at + 2 :]  # accelerate's own default: OMP_NUM_THREADS=1
     done = subprocess.run([*without, "-m", "llm_tune", str(recipe), "training.max_steps=1"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -125,8 +125,14 @@ def test_a_log_file_gets_plain_progress_lines_and_a_terminal_a_bar(tiny_model, d
     import pty
 
     leader, follower = pty.openpty()
-    done = subprocess.run([sys.executable, "-m", "llm_tune", *args], cwd=ROOT, env=ENV, stdout=follower,
-                          stderr=subprocess.PIPE, timeout=600)  # fmt: skip (bytes: text mode would turn \r into \n)
+    done = subprocess.run(
+        [sys.executable, "-m", "llm_tune", *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        timeout=600,
+    )  # fmt: skip (bytes: text mode would turn \r into \n)
     os.close(follower)
     os.close(leader)
     bars = done.stderr.decode()

@@ -92,7 +92,9 @@ def test_chat_trains_on_every_assistant_turn_only(tiny_model, data_dir, tmp_path
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     choose_pad_token(tokenizer)
     recipe = Recipe.model_validate(
-        base_recipe(tiny_model, data_dir, tmp_path / "run", data={"train": str(data_dir / "chat.jsonl"), "format": "chat"})
+        base_recipe(
+            tiny_model, data_dir, tmp_path / "run", data={"train": str(data_dir / "chat.jsonl"), "format": "chat"}
+        )
     )
     spans = _trained_spans(recipe, tokenizer)
     assert spans[0] == ["hello<|im_end|>", "HELLO!<|im_end|>"]
@@ -101,8 +103,6 @@ def test_chat_trains_on_every_assistant_turn_only(tiny_model, data_dir, tmp_path
 def test_train_on_prompt_trains_everything(tiny_model, data_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     choose_pad_token(tokenizer)
-    recipe = Recipe.model_validate(
-        base_recipe(tiny_model, data_dir, tmp_path / "run", data={"train_on_prompt": True})
-    )
+    recipe = Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "run", data={"train_on_prompt": True}))
     spans = _trained_spans(recipe, tokenizer)
     assert len(spans[0]) == 1 and spans[0][0].startswith("<|im_start|>system")

@@ -23,11 +23,20 @@ def shapes(tokenizer) -> dict[str, list[dict]]:
 
     return {
         "prompt-completion, conversational": [dict(zip(("prompt", "completion"), chat(u, a))) for u, a in ROWS],
-        "prompt-completion, plain": [{"prompt": f"### Instruction:\n{u}\n\n### Response:\n", "completion": a}
-                                     for u, a in ROWS],  # fmt: skip
-        "messages": [{"messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a},
-                                   {"role": "user", "content": "Again."}, {"role": "assistant", "content": a}]}
-                     for u, a in ROWS],  # fmt: skip
+        "prompt-completion, plain": [
+            {"prompt": f"### Instruction:\n{u}\n\n### Response:\n", "completion": a} for u, a in ROWS
+        ],  # fmt: skip
+        "messages": [
+            {
+                "messages": [
+                    {"role": "user", "content": u},
+                    {"role": "assistant", "content": a},
+                    {"role": "user", "content": "Again."},
+                    {"role": "assistant", "content": a},
+                ]
+            }
+            for u, a in ROWS
+        ],  # fmt: skip
         "text": [{"text": f"{u} {a}"} for u, a in ROWS[:-1]] + [{"text": "ends in eos" + tokenizer.eos_token}],
     }
 

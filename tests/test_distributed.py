@@ -23,9 +23,7 @@ STEPS = 7  # 20 rows, global batch 4: 5 steps an epoch, so the second epoch's or
 
 
 def launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([*args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600)
 
 
 def step_losses(out: Path) -> dict[int, float]:
@@ -43,8 +41,18 @@ def test_three_batch_layouts_give_the_same_per_step_losses(tmp_path, tiny_model,
     # Dropout is 0 and the order (length-grouped, the default) is a function of (seed, epoch, global batch), so the
     # layouts train the same rows in every step and must agree.
     two = launch(
-        ACCELERATE, "launch", "--config_file", str(CPU_DDP), "--num_processes", "2", "-m", "llm_tune", str(recipe),
-        f"output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2", env=cache,
+        ACCELERATE,
+        "launch",
+        "--config_file",
+        str(CPU_DDP),
+        "--num_processes",
+        "2",
+        "-m",
+        "llm_tune",
+        str(recipe),
+        f"output_dir={tmp_path / 'ddp'}",
+        "training.per_device_train_batch_size=2",
+        env=cache,
     )
     assert two.returncode == 0, two.stdout + two.stderr
     assert two.stdout.count("[llm_tune] strategy  lora") == 1 and two.stdout.count("[llm_tune] run folder") == 1
@@ -53,7 +61,11 @@ def test_three_batch_layouts_give_the_same_per_step_losses(tmp_path, tiny_model,
     layouts = {"2 proc x b=2": tmp_path / "ddp"}
     for name, out, overrides in (
         ("1 proc x b=4", "big", ["training.per_device_train_batch_size=4"]),
-        ("1 proc x b=2 x GA 2", "accum", ["training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2"]),
+        (
+            "1 proc x b=2 x GA 2",
+            "accum",
+            ["training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2"],
+        ),
     ):
         done = run_cli(recipe, f"output_dir={tmp_path / out}", *overrides, env=cache)
         assert "Tokenizing train" not in done.stderr  # the same data, tokenizer and settings: datasets' cache
@@ -82,10 +94,14 @@ def test_a_cpu_launch_that_starts_one_process_is_refused(tmp_path, tiny_model, d
 def test_fsdp_on_a_cpu_is_refused_before_training(tmp_path, tiny_model, data_dir):
     recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data_dir, tmp_path / "out"))
     config = ROOT / "recipes" / "accelerate" / "fsdp.yaml"
-    done = launch(ACCELERATE, "launch", "--config_file", str(config), "--num_processes", "1", "-m", "llm_tune", str(recipe))
+    done = launch(
+        ACCELERATE, "launch", "--config_file", str(config), "--num_processes", "1", "-m", "llm_tune", str(recipe)
+    )
     assert done.returncode != 0
-    assert "distributed_type FSDP on this machine without GPUs: accelerate assigns FSDP only on GPU-type setups, so" \
+    assert (
+        "distributed_type FSDP on this machine without GPUs: accelerate assigns FSDP only on GPU-type setups, so"
         " this would train plain DDP" in done.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -112,8 +128,15 @@ def test_launches_are_read_with_accelerates_own_parser(tmp_path):
     given = parse_launch(["--config_file", str(config), "--num_processes", "5", "-m", "x", "--num_processes", "9"])
     assert (given.num_processes, given.distributed_type, given.mixed_precision) == (5, "MULTI_CPU", "bf16")
     assert parse_launch(["--config_file", str(config), "-m", "x", "--num_processes", "9"]).num_processes == 3
-    fsdp = parse_launch(["--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"), "--mixed_precision", "no", "-m", "x"])
-    assert (fsdp.distributed_type, fsdp.fsdp_version, fsdp.mixed_precision, fsdp.shards_parameters) == ("FSDP", 2, "no", True)
+    fsdp = parse_launch(
+        ["--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"), "--mixed_precision", "no", "-m", "x"]
+    )
+    assert (fsdp.distributed_type, fsdp.fsdp_version, fsdp.mixed_precision, fsdp.shards_parameters) == (
+        "FSDP",
+        2,
+        "no",
+        True,
+    )
 
 
 def test_accelerate_configs_load():

@@ -77,8 +77,10 @@ def test_a_row_truncation_leaves_untrained_is_an_error_in_one_line(risky_run):
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
-    assert errors[0].startswith("error: data.train: 1 of 23 rows keep no trained token after truncation to"
-                                " data.max_length=60 (row 23: the prompt fills it); raise data.max_length to at least")
+    assert errors[0].startswith(
+        "error: data.train: 1 of 23 rows keep no trained token after truncation to"
+        " data.max_length=60 (row 23: the prompt fills it); raise data.max_length to at least"
+    )
     assert report["errors"] == [errors[0].removeprefix("error: ")]
     assert "doctor: 1 problem (below), 2 warnings" in done.stdout
 
@@ -121,8 +123,10 @@ def test_an_answer_without_eos_and_a_label_without_rows_are_problems():
     assert section["answers_checked"] == 1 and section["answers_ending_with_eos"] == 0
     assert found.errors[0].startswith("data.train: 1 of 1 answers do not end with a trained EOS '<|im_end|>' (rows 1)")
     label_findings(["a", "a", "b"], ["c"], ["a", "b", "c"], found)
-    assert found.errors[1] == ("data.train: no training row has the label 'c' (validation has some); add rows of it,"
-                               " or drop it from classification.labels")
+    assert found.errors[1] == (
+        "data.train: no training row has the label 'c' (validation has some); add rows of it,"
+        " or drop it from classification.labels"
+    )
 
 
 def _peak_rss_gib(args: list[str]) -> float:

@@ -34,7 +34,9 @@ def _recipe(tiny_model: Path, data_dir: Path, out: Path, task: str, kind: str) -
     if (task, kind) == ORIGINAL_BASE:
         export["qlora_merge_base"] = "original"
     recipe = base_recipe(
-        tiny_model, data_dir, out,
+        tiny_model,
+        data_dir,
+        out,
         strategy={"kind": kind, "trainable_layers": 1},
         training={"max_steps": 2},
         export=export,
@@ -66,13 +68,15 @@ def trained(tiny_model, data_dir, tmp_path_factory):
 
 # --- plain reloading, no llm_tune ---------------------------------------------------------------------
 
+
 def _tokens(folder: Path):
     import torch
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                        return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_dict=True
+    )["input_ids"]
     return tokenizer, torch.tensor([ids])
 
 
@@ -91,8 +95,11 @@ def _base(tiny_model: Path, task: str, kind: str, pad_token_id: int):
     kwargs = {"dtype": torch.float32}
     if kind == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.float32,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_quant_storage=torch.float32,
         )
     if task == "classification":
         kwargs.update(num_labels=2, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
@@ -128,9 +135,8 @@ def _unmerged_on_original_base(run: Path, tiny_model: Path, task: str, ids, pad:
     return _logits(PeftModel.from_pretrained(_base(tiny_model, task, "lora", pad), run / "adapter"), ids)
 
 
-
-
 # --- the matrix -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("kind", STRATEGIES)
@@ -155,7 +161,10 @@ def test_export_reloads_with_plain_code_and_matches_training(trained, tiny_model
     if task == "classification":
         assert model.config.id2label == dict(enumerate(LABELS))
     if kind == "full":
-        assert len(list(merged.glob("model-*-of-*.safetensors"))) > 1 and (merged / "model.safetensors.index.json").is_file()
+        assert (
+            len(list(merged.glob("model-*-of-*.safetensors"))) > 1
+            and (merged / "model.safetensors.index.json").is_file()
+        )
 
     if kind in ("lora", "qlora"):
         from peft import PeftModel
@@ -172,8 +181,14 @@ def _check_common_files(folder: Path, task: str, kind: str, library: str) -> Non
     from transformers import AutoTokenizer, GenerationConfig
 
     names = {p.name for p in folder.iterdir()}
-    assert {"README.md", "verification.json", "export.json", "generation_config.json", "chat_template.jinja",
-            "tokenizer.json"} <= names
+    assert {
+        "README.md",
+        "verification.json",
+        "export.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "tokenizer.json",
+    } <= names
     assert not any(n.endswith((".bin", ".pt")) for n in names)
     assert json.loads((folder / "export.json").read_text())["files"] == sorted(names)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -15,9 +15,18 @@ from conftest import base_recipe, run_cli, write_recipe
 @pytest.fixture(scope="module")
 def run(tiny_model, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("folded") / "run"
-    recipe = base_recipe(tiny_model, data_dir, out, task="classification", classification={"head": "sequence", "init_head_from_labels": False},
-                         data={"train": str(data_dir / "reviews.jsonl"), "validation": str(data_dir / "reviews_val.jsonl"),
-                               "format": "classification"})
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        out,
+        task="classification",
+        classification={"head": "sequence", "init_head_from_labels": False},
+        data={
+            "train": str(data_dir / "reviews.jsonl"),
+            "validation": str(data_dir / "reviews_val.jsonl"),
+            "format": "classification",
+        },
+    )
     recipe["training"].update(max_steps=6, per_device_train_batch_size=4, learning_rate=5e-3)
     run_cli(write_recipe(out.parent / "r.yaml", recipe))
     return out
@@ -59,17 +68,22 @@ def test_the_folded_gguf_reproduces_the_classifier(run, tiny_model, kind):
     expected = torch.tensor([[p["probabilities"]["negative"], p["probabilities"]["positive"]] for p in predictions])
     recipe = RunFolder(run).read_recipe()
     tokenizer = AutoTokenizer.from_pretrained(run / "adapter")
-    prompts = [prompt_ids(tokenizer, p) for p in classification_rows(recipe, recipe.data.validation, tokenizer)["prompt"]]
-    tokens = [tokenizer("negative", add_special_tokens=False)["input_ids"][0],
-              tokenizer("positive", add_special_tokens=False)["input_ids"][0]]
+    prompts = [
+        prompt_ids(tokenizer, p) for p in classification_rows(recipe, recipe.data.validation, tokenizer)["prompt"]
+    ]
+    tokens = [
+        tokenizer("negative", add_special_tokens=False)["input_ids"][0],
+        tokenizer("positive", add_special_tokens=False)["input_ids"][0],
+    ]
     path = next(folder.glob("*.gguf"))
     got, model = label_probabilities_from_gguf(path, prompts, tokens)
     # The signal: the base model's own label-token probabilities (no fold; the head started random) against the
     # classifier's.
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     with torch.inference_mode():
-        unfolded = torch.stack([torch.softmax(base(input_ids=torch.tensor([ids])).logits[0, -1, tokens], -1)
-                                for ids in prompts])
+        unfolded = torch.stack(
+            [torch.softmax(base(input_ids=torch.tensor([ids])).logits[0, -1, tokens], -1) for ids in prompts]
+        )
     signal = float((unfolded - expected).abs().max())
     tolerance = 1e-5 if kind == "f32" else 2e-4  # f16 weights: |p diff| measured 1.6e-5 on this model
     difference = float((got - expected).abs().max())
@@ -85,10 +99,17 @@ def test_the_folded_gguf_reproduces_the_classifier(run, tiny_model, kind):
 def test_a_multi_label_run_is_refused_with_the_reason(tiny_model, data_dir, tmp_path):
     from conftest import write_jsonl
 
-    rows = write_jsonl(tmp_path / "ml.jsonl", [{"text": f"t {i}", "labels": ["a"] if i % 2 else ["a", "b"]}
-                                               for i in range(8)])
-    recipe = base_recipe(tiny_model, data_dir, tmp_path / "run", task="classification",
-                         classification={"head": "sequence"}, data={"train": str(rows), "format": "multi_label"})
+    rows = write_jsonl(
+        tmp_path / "ml.jsonl", [{"text": f"t {i}", "labels": ["a"] if i % 2 else ["a", "b"]} for i in range(8)]
+    )
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        tmp_path / "run",
+        task="classification",
+        classification={"head": "sequence"},
+        data={"train": str(rows), "format": "multi_label"},
+    )
     recipe["training"]["max_steps"] = 1
     run_cli(write_recipe(tmp_path / "r.yaml", recipe))
     done = run_cli("export", tmp_path / "run", "--format", "gguf", check=False)

@@ -50,8 +50,10 @@ def adapter(out: Path) -> dict:
 
 
 def test_fsdp2_on_two_cpu_processes_trains_saves_resumes_and_exports_like_one_process(tmp_path, tiny_model, data_dir):
-    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data_dir, tmp_path / "unused",
-                                                           training={"max_steps": STEPS, "save_steps": 2}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        base_recipe(tiny_model, data_dir, tmp_path / "unused", training={"max_steps": STEPS, "save_steps": 2}),
+    )
     same = ["training.group_by_length=false", "training.per_device_train_batch_size=2"]
     run_cli_together([recipe, f"output_dir={tmp_path / 'one'}", *same, "training.gradient_accumulation_steps=2"])
     sharded = tmp_path / "fsdp"
@@ -68,14 +70,18 @@ def test_fsdp2_on_two_cpu_processes_trains_saves_resumes_and_exports_like_one_pr
     one, two, again = step_losses(tmp_path / "one"), step_losses(sharded), step_losses(resumed)
     print("\nstep | 1 proc b=2 x GA 2 | FSDP2 2 gloo proc x b=2 | FSDP2 resumed from checkpoint-2 | delta")
     for step in sorted(one):
-        print(f"{step:4d} | {one[step]:.7f} | {two[step]:.7f} | {again.get(step, float('nan')):.7f} |"
-              f" {two[step] - one[step]:+.1e}")
+        print(
+            f"{step:4d} | {one[step]:.7f} | {two[step]:.7f} | {again.get(step, float('nan')):.7f} |"
+            f" {two[step] - one[step]:+.1e}"
+        )
     a, b, c = adapter(tmp_path / "one"), adapter(sharded), adapter(resumed)
     sharded_diff = max((a[k] - b[k]).abs().max().item() for k in a)
     resumed_diff = max((b[k] - c[k]).abs().max().item() for k in b)
     signal = max(a[k].abs().max().item() for k in a if "lora_B" in k)  # B starts at 0: what training moved
-    print(f"adapter max |diff|: FSDP vs 1 process {sharded_diff:.1e}, resumed vs uninterrupted {resumed_diff:.1e};"
-          f" largest trained lora_B weight {signal:.1e}")
+    print(
+        f"adapter max |diff|: FSDP vs 1 process {sharded_diff:.1e}, resumed vs uninterrupted {resumed_diff:.1e};"
+        f" largest trained lora_B weight {signal:.1e}"
+    )
     assert sorted(two) == list(range(1, STEPS + 1))
     # float32, no dropout, the same seeded order; FSDP reduce-scatters the 2 ranks' gradients in the accumulation's
     # order: equal within float32 rounding (1e-6) against steps that move the loss by ~0.1

@@ -21,13 +21,22 @@ TOKENS = "8"
 @pytest.fixture(scope="module")
 def runs(tiny_model, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("generate")
-    train = write_jsonl(root / "fruit.jsonl", [{"instruction": f"Question {i}: name a fruit.", "output": "Banana split"}
-                                               for i in range(16)])
+    train = write_jsonl(
+        root / "fruit.jsonl",
+        [{"instruction": f"Question {i}: name a fruit.", "output": "Banana split"} for i in range(16)],
+    )
     recipes = []
-    for kind, rate, export in (("lora", 1e-2, {"merge": True, "verify_prompts": 1, "verify_new_tokens": 4}),
-                               ("full", 5e-3, None)):
-        recipe = base_recipe(tiny_model, root, root / kind, strategy={"kind": kind},
-                             training={"max_steps": 30, "learning_rate": rate, "logging_steps": 10})
+    for kind, rate, export in (
+        ("lora", 1e-2, {"merge": True, "verify_prompts": 1, "verify_new_tokens": 4}),
+        ("full", 5e-3, None),
+    ):
+        recipe = base_recipe(
+            tiny_model,
+            root,
+            root / kind,
+            strategy={"kind": kind},
+            training={"max_steps": 30, "learning_rate": rate, "logging_steps": 10},
+        )
         recipe["data"].update(train=str(train), system_prompt=SYSTEM)
         if export:
             recipe["export"] = export
@@ -68,9 +77,10 @@ def _reference_answer(run: Path, base: Path, text: str) -> str:
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
     with torch.inference_mode():
-        out = model.generate(**ids, max_new_tokens=int(TOKENS), do_sample=False, eos_token_id=stop,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        out = model.generate(
+            **ids, max_new_tokens=int(TOKENS), do_sample=False, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_generate_on_an_adapter_run_beside_its_base(runs, tiny_model, reference):
@@ -85,8 +95,9 @@ def test_generate_on_an_adapter_run_beside_its_base(runs, tiny_model, reference)
 def test_generate_on_a_full_run_loads_the_base_beside_it(runs, tiny_model, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Question 5: name a fruit.\n\n", encoding="utf-8")
-    done = run_cli("generate", runs["full"], "--prompt", QUESTION, "--file", prompts, "--max-new-tokens", TOKENS,
-                   "--compare-base")
+    done = run_cli(
+        "generate", runs["full"], "--prompt", QUESTION, "--file", prompts, "--max-new-tokens", TOKENS, "--compare-base"
+    )
     assert f">>> {QUESTION}" in done.stdout and ">>> Question 5: name a fruit." in done.stdout
     assert done.stdout.count("[fine-tuned]") == 2 and done.stdout.count(f"[base {tiny_model}]") == 2
     first = _answers(done.stdout.split(">>> Question 5")[0])
@@ -104,7 +115,11 @@ def test_generate_on_a_merged_export_answers_as_the_adapter_does(runs, reference
 def test_chat_over_a_pipe_keeps_the_conversation(runs):
     done = subprocess.run(
         [sys.executable, "-m", "llm_tune", "chat", runs["lora"], "--max-new-tokens", TOKENS],
-        input=f"{QUESTION}\nAnd one more?\n/exit\nnever read\n", capture_output=True, text=True, cwd=ROOT, env=ENV,
+        input=f"{QUESTION}\nAnd one more?\n/exit\nnever read\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -115,15 +130,27 @@ def test_chat_over_a_pipe_keeps_the_conversation(runs):
 
 def test_chat_on_a_merged_export_ends_at_the_end_of_input(runs):
     merged = runs["lora"] / "export" / "merged"
-    done = subprocess.run([sys.executable, "-m", "llm_tune", "chat", merged, "--max-new-tokens", "2"],
-                          input="Hi\n", capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "llm_tune", "chat", merged, "--max-new-tokens", "2"],
+        input="Hi\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=300,
+    )
     assert done.returncode == 0 and done.stdout.count("assistant> ") == 1  # Ctrl-D: the end of input
 
 
 @pytest.mark.fast
 def test_a_classification_run_points_to_predict(tiny_model, data_dir, tmp_path):
-    recipe = base_recipe(tiny_model, data_dir, tmp_path / "cls", task="classification",
-                         data={"train": str(data_dir / "reviews.jsonl"), "format": "classification"})
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        tmp_path / "cls",
+        task="classification",
+        data={"train": str(data_dir / "reviews.jsonl"), "format": "classification"},
+    )
     resolved = call_cli("validate", write_recipe(tmp_path / "cls.yaml", recipe)).stdout
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "recipe.resolved.yaml").write_text(resolved, encoding="utf-8")  # what a run leaves first
@@ -157,8 +184,9 @@ def test_a_prompt_renders_as_training_rendered_its_row():
 
     rows = {
         "alpaca": {"instruction": "Name a fruit.", "input": "", "output": "Banana"},
-        "chat": {"messages": [{"role": "user", "content": "Name a fruit."},
-                              {"role": "assistant", "content": "Banana"}]},
+        "chat": {
+            "messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Banana"}]
+        },
         "classification": {"text": "Name a fruit.", "label": "yes"},
     }
     for fmt, row in rows.items():

@@ -38,20 +38,30 @@ def _small_vocab_tokenizer(data_dir: Path):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     rows = [json.loads(line) for line in (data_dir / "alpaca.jsonl").read_text().splitlines()]
     texts = [" ".join(row.values()) for row in rows] * 4 + ["system user assistant You are a helpful AI assistant"]
     backend.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
-        pad_token="<|im_end|>", chat_template=AutoTokenizer.from_pretrained(SMOLLM2).chat_template,
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|im_end|>",
+        chat_template=AutoTokenizer.from_pretrained(SMOLLM2).chat_template,
     )
 
 
 @pytest.fixture(scope="module")
 def small_model(data_dir, tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama-bpe", tokenizer=_small_vocab_tokenizer(data_dir))
+    return build_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny-llama-bpe", tokenizer=_small_vocab_tokenizer(data_dir)
+    )
 
 
 def _recipe(model: Path, data_dir: Path, out: Path, **sections) -> dict:
@@ -62,8 +72,12 @@ def _recipe(model: Path, data_dir: Path, out: Path, **sections) -> dict:
 
 def _sequence_head(recipe: dict, data_dir: Path) -> dict:
     recipe = {**recipe, "task": "classification", "classification": {"head": "sequence"}}
-    recipe["data"] = {**recipe["data"], "train": str(data_dir / "reviews.jsonl"), "validation": None,
-                      "format": "classification"}
+    recipe["data"] = {
+        **recipe["data"],
+        "train": str(data_dir / "reviews.jsonl"),
+        "validation": None,
+        "format": "classification",
+    }
     return recipe
 
 
@@ -72,7 +86,9 @@ def run(small_model, data_dir, tmp_path_factory) -> tuple[Path, str]:
     """A tiny lora run whose recipe exports an f32 GGUF at the end of training."""
     root = tmp_path_factory.mktemp("gguf-run")
     export = {"format": "gguf", "gguf_type": "f32", "verify_prompts": 2, "verify_new_tokens": 8}
-    done = run_cli(write_recipe(root / "recipe.yaml", _recipe(small_model, data_dir, root / "tiny-chat", export=export)))
+    done = run_cli(
+        write_recipe(root / "recipe.yaml", _recipe(small_model, data_dir, root / "tiny-chat", export=export))
+    )
     return root / "tiny-chat", done.stdout + done.stderr
 
 
@@ -89,7 +105,9 @@ def _reload_and_compare(folder: Path, run: Path, base: Path) -> dict:
     exec(compile(code, "README.md", "exec"), loaded)
     model, tokenizer = loaded["model"].eval(), loaded["tokenizer"]
     run_tokenizer = AutoTokenizer.from_pretrained(run / "adapter")
-    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), run / "adapter")
+    trained = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), run / "adapter"
+    )
     messages = [{"role": "user", "content": PROMPT}]
     chat = run_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = torch.tensor([run_tokenizer(chat)["input_ids"]])
@@ -184,8 +202,12 @@ def test_push_uploads_the_gguf_export(run, tmp_path):
     run_dir, _ = run
     folder = run_dir / "export" / "gguf"
     server, state = start_hub(token="hf_gguf_test")
-    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
-           "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": "hf_gguf_test"}
+    env = {
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_TOKEN": "hf_gguf_test",
+    }
     try:
         run_cli("push", folder, "--repo-id", "alice/tiny-gguf", env=env)
     finally:
@@ -226,8 +248,10 @@ def test_a_head_without_a_next_token_form_is_refused(run, small_model, data_dir,
     # trained run with a multi_label recipe is all the refusal reads, and spares training one).
     seq = _sequence_head(yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text()), data_dir)
     seq["data"] |= multi
-    _refused(_copy_run(run_dir, tmp_path / "seq-run", **{k: seq[k] for k in ("task", "classification", "data")}),
-             "a multi_label head has no next-token form")
+    _refused(
+        _copy_run(run_dir, tmp_path / "seq-run", **{k: seq[k] for k in ("task", "classification", "data")}),
+        "a multi_label head has no next-token form",
+    )
 
 
 def test_unsupported_architecture_is_refused_naming_it(run, tmp_path):

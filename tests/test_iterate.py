@@ -91,8 +91,12 @@ def test_resume_keeps_the_early_stopping_state(stopped, tmp_path):
 
 def test_overfitting_is_said_out_loud(tiny_model, data_dir, tmp_path):
     """Memorising 4 rows of arbitrary answers at a high rate: training loss falls, validation loss rises."""
-    train = write_jsonl(tmp_path / "t.jsonl", [{"instruction": f"Code {i}?", "output": f"zq{i * 7919} kv{i}"} for i in range(4)])
-    val = write_jsonl(tmp_path / "v.jsonl", [{"instruction": f"Code {i}?", "output": f"mw{i * 104729} px{i}"} for i in range(4)])
+    train = write_jsonl(
+        tmp_path / "t.jsonl", [{"instruction": f"Code {i}?", "output": f"zq{i * 7919} kv{i}"} for i in range(4)]
+    )
+    val = write_jsonl(
+        tmp_path / "v.jsonl", [{"instruction": f"Code {i}?", "output": f"mw{i * 104729} px{i}"} for i in range(4)]
+    )
     recipe = base_recipe(tiny_model, data_dir, tmp_path / "run", strategy={"kind": "full"},
                          data={"train": str(train), "validation": str(val)},
                          training={"max_steps": 20, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
@@ -124,8 +128,10 @@ def test_a_random_sweep_samples_ranges_with_optuna_and_continues(tiny_model, dat
     args = ["sweep", recipe, "--search", "random", "--vary", "training.learning_rate=loguniform(1e-4,1e-2)",
             "--vary", "strategy.r=[2,4]", "training.max_steps=2"]  # fmt: skip
     first = run_cli(*args, "--trials", "2", "training.eval_steps=null")
-    assert "warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not set" \
+    assert (
+        "warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not set"
         in first.stdout
+    )
     more = run_cli(*args, "--trials", "3", "training.eval_steps=null")
     assert "2 trials finished before; 1 to go" in more.stdout
     with (tmp_path / "sweep" / "sweep.csv").open() as f:
@@ -180,7 +186,10 @@ def test_a_linear_probe_trains_only_the_head(tiny_model, data_dir, review_files,
     recipe["strategy"] = {"kind": "frozen", "trainable_layers": 0}
     done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
     assert f"strategy  frozen: {64 * 2:,} of " in done.stdout  # the score head: hidden 64 x 2 labels
-    base, trained = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "run" / "model" / "model.safetensors")
+    base, trained = (
+        load_file(tiny_model / "model.safetensors"),
+        load_file(tmp_path / "run" / "model" / "model.safetensors"),
+    )
     shared = {k for k in base if k.removeprefix("model.") in {t.removeprefix("model.") for t in trained}}
     assert len(shared) >= len(base) - 1  # every base weight but the LM head, which the classifier has not
     for key in shared:
@@ -193,7 +202,9 @@ def test_layerwise_rates_decay_from_the_top_block(tiny_model, data_dir, tmp_path
                          training={"layerwise_lr_decay": 0.5, "learning_rate": 1e-3, "max_steps": 2, "save_steps": 2})  # fmt: skip
     done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
     # The tiny model ties its input embeddings to the LM head: that one weight trains at the head's full rate.
-    expected = "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, head and other modules 1.00e-03"
+    expected = (
+        "layer-wise learning rates (decay 0.5): block 1 1.00e-03, block 0 5.00e-04, head and other modules 1.00e-03"
+    )
     assert expected in done.stdout
     optimizer = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "optimizer.pt", weights_only=False)
     assert sorted({g["initial_lr"] for g in optimizer["param_groups"]}) == [5e-4, 1e-3]

@@ -36,8 +36,9 @@ def recipe(tmp_path, tiny_model, data_dir):
 def test_fsdp_config_on_this_cpu_machine_says_it_would_be_ddp(capsys, recipe, tmp_path):
     code, errors = doctor_launch(capsys, recipe, CONFIGS / "fsdp.yaml")
     assert code == 2
-    assert any("distributed_type FSDP on this machine without GPUs" in e and "would train plain DDP" in e
-               for e in errors), errors
+    assert any(
+        "distributed_type FSDP on this machine without GPUs" in e and "would train plain DDP" in e for e in errors
+    ), errors
     # model.dtype float32 (no autocast) against the config's bf16: the launcher's autocast would win silently
     assert any("mixed_precision bf16 contradicts model.dtype float32" in e for e in errors), errors
     assert not (tmp_path / "out").exists()  # nothing loaded, nothing written
@@ -46,35 +47,60 @@ def test_fsdp_config_on_this_cpu_machine_says_it_would_be_ddp(capsys, recipe, tm
 def test_deepspeed_zero3_config_on_this_cpu_machine(capsys, recipe):
     code, errors = doctor_launch(capsys, recipe, CONFIGS / "deepspeed-zero3.yaml", "model.dtype=bfloat16")
     assert code == 2
-    assert errors == [f"error: {CONFIGS / 'deepspeed-zero3.yaml'}: distributed_type DEEPSPEED on this machine without"
-                      " GPUs: DeepSpeed does not train on a CPU through the Trainer (it stops at start); on CPUs use"
-                      " accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml --num_processes N -m llm_tune"]
+    assert errors == [
+        f"error: {CONFIGS / 'deepspeed-zero3.yaml'}: distributed_type DEEPSPEED on this machine without"
+        " GPUs: DeepSpeed does not train on a CPU through the Trainer (it stops at start); on CPUs use"
+        " accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml --num_processes N -m llm_tune"
+    ]
 
 
 def test_zero3_without_gathering_a_sequence_head_is_refused(capsys, tmp_path, tiny_model, data_dir):
-    recipe = base_recipe(tiny_model, data_dir, tmp_path / "out", task="classification",
-                         data={"train": str(data_dir / "reviews.jsonl"), "format": "classification"})
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        tmp_path / "out",
+        task="classification",
+        data={"train": str(data_dir / "reviews.jsonl"), "format": "classification"},
+    )
     recipe["classification"] = {"head": "sequence"}
     path = write_recipe(tmp_path / "c.yaml", recipe)
-    config = config_file(tmp_path, "z3.yaml", "distributed_type: DEEPSPEED\nnum_processes: 2\nmixed_precision: 'no'\n"
-                         "deepspeed_config:\n  zero_stage: 3\n  zero3_save_16bit_model: false\n")
+    config = config_file(
+        tmp_path,
+        "z3.yaml",
+        "distributed_type: DEEPSPEED\nnum_processes: 2\nmixed_precision: 'no'\n"
+        "deepspeed_config:\n  zero_stage: 3\n  zero3_save_16bit_model: false\n",
+    )
     code, errors = doctor_launch(capsys, path, config)
     assert code == 2
-    assert any("ZeRO-3 without zero3_save_16bit_model" in e and "zero-size tensor, peft#2450" in e for e in errors), errors
+    assert any("ZeRO-3 without zero3_save_16bit_model" in e and "zero-size tensor, peft#2450" in e for e in errors), (
+        errors
+    )
 
 
 def test_qlora_storage_dtype_other_than_the_model_dtype_under_fsdp_is_refused(capsys, tmp_path, tiny_model, data_dir):
-    recipe = base_recipe(tiny_model, data_dir, tmp_path / "out", strategy={"kind": "qlora", "r": 4, "lora_alpha": 8,
-                         "bnb_4bit_compute_dtype": "bfloat16"})
-    code, errors = doctor_launch(capsys, write_recipe(tmp_path / "q.yaml", recipe), CONFIGS / "fsdp.yaml",
-                                 "training.gradient_checkpointing=false")
+    recipe = base_recipe(
+        tiny_model,
+        data_dir,
+        tmp_path / "out",
+        strategy={"kind": "qlora", "r": 4, "lora_alpha": 8, "bnb_4bit_compute_dtype": "bfloat16"},
+    )
+    code, errors = doctor_launch(
+        capsys,
+        write_recipe(tmp_path / "q.yaml", recipe),
+        CONFIGS / "fsdp.yaml",
+        "training.gradient_checkpointing=false",
+    )
     assert code == 2
-    assert any("strategy.bnb_4bit_compute_dtype bfloat16 is the 4-bit weights' storage dtype, but model.dtype float32"
-               in e for e in errors), errors
+    assert any(
+        "strategy.bnb_4bit_compute_dtype bfloat16 is the 4-bit weights' storage dtype, but model.dtype float32" in e
+        for e in errors
+    ), errors
 
 
 def test_fp16_mixed_precision_is_refused(capsys, recipe, tmp_path):
-    config = config_file(tmp_path, "fp16.yaml", "distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: fp16\n")
+    config = config_file(
+        tmp_path, "fp16.yaml", "distributed_type: MULTI_GPU\nnum_processes: 2\nmixed_precision: fp16\n"
+    )
     code, errors = doctor_launch(capsys, recipe, config)
     assert code == 2
     assert len(errors) == 1, errors
@@ -106,7 +132,9 @@ def test_the_shipped_gpu_configs_pass_on_an_8_gpu_machine(tmp_path, tiny_model, 
     lora = with_dtype(base_recipe(tiny_model, data_dir, tmp_path / "out"), "auto")
     for name in ("fsdp", "deepspeed-zero2", "deepspeed-zero3", "deepspeed-zero3-offload", "ddp"):
         assert findings(lora, CONFIGS / f"{name}.yaml") == ([], []), name
-    qlora = with_dtype(base_recipe(tiny_model, data_dir, tmp_path / "out", strategy={"kind": "qlora", "r": 4}), "bfloat16")
+    qlora = with_dtype(
+        base_recipe(tiny_model, data_dir, tmp_path / "out", strategy={"kind": "qlora", "r": 4}), "bfloat16"
+    )
     assert findings(qlora, CONFIGS / "fsdp.yaml") == ([], [])
     # 8 processes on a 4-GPU machine; the FSDP2 LoRA resume bug on accelerate 1.15; DeepSpeed not installed
     errors, _ = findings(lora, CONFIGS / "fsdp.yaml", gpus=4, accelerate=(1, 15))
@@ -115,7 +143,9 @@ def test_the_shipped_gpu_configs_pass_on_an_8_gpu_machine(tmp_path, tiny_model, 
     assert "resuming from its checkpoints silently resets most of each adapter tensor" in errors[1]
     assert "PR #4206" in errors[1]
     errors, _ = findings(lora, CONFIGS / "deepspeed-zero3.yaml", deepspeed=False)
-    assert errors == ["deepspeed-zero3.yaml: distributed_type DEEPSPEED, but deepspeed is not installed: pip install deepspeed"]
+    assert errors == [
+        "deepspeed-zero3.yaml: distributed_type DEEPSPEED, but deepspeed is not installed: pip install deepspeed"
+    ]
 
 
 def test_fsdp_with_an_8_bit_model_folder_is_refused(tmp_path, tiny_model, data_dir):
@@ -137,18 +167,25 @@ def test_a_global_batch_that_does_not_divide_the_rows_is_said_precisely():
     from llm_tune.train.launch import Launch
     from llm_tune.train.launch_checks import batch_remainder_warning
 
-    recipe = Recipe.model_validate({"model": {"name_or_path": "m"}, "data": {"train": "t.jsonl"},
-                                    "training": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}})
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name_or_path": "m"},
+            "data": {"train": "t.jsonl"},
+            "training": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
+        }
+    )
     two = Launch("c", "MULTI_GPU", num_processes=2)
     # 20 rows, rounds of 4 x 2 = 8: 3 rounds, the last completed with 4 rows from the start; steps of 2 rounds
     assert batch_remainder_warning(20, recipe, two) == (
         "20 train rows do not divide into global batches of 16 (per_device_train_batch_size 4 x"
         " gradient_accumulation_steps 2 x 2 processes): accelerate completes the last round of batches with 4 row(s)"
         " from the start of the data, which count twice per epoch; each epoch's last optimizer step averages 8 row(s),"
-        " the others 16")
+        " the others 16"
+    )
     # one process: nothing repeats, the last step is short
     assert batch_remainder_warning(21, recipe, Launch("c")).endswith(
-        "gradient_accumulation_steps 2 x 1 process): each epoch's last optimizer step averages 5 row(s), the others 8")
+        "gradient_accumulation_steps 2 x 1 process): each epoch's last optimizer step averages 5 row(s), the others 8"
+    )
     assert batch_remainder_warning(32, recipe, two) is None
 
 
@@ -156,12 +193,13 @@ def test_cpu_ddp_config_passes_and_the_batch_remainder_is_a_warning(capsys, reci
     """The whole doctor under --launch cpu-ddp.yaml: a launch section, and 20 rows in rounds of 3 x 2 processes."""
     from llm_tune.cli import main
 
-    main(["doctor", str(recipe), "training.per_device_train_batch_size=3",
-          "--launch", str(CONFIGS / "cpu-ddp.yaml")])
+    main(["doctor", str(recipe), "training.per_device_train_batch_size=3", "--launch", str(CONFIGS / "cpu-ddp.yaml")])
     out = capsys.readouterr().out
     print(out)
     assert "  type      MULTI_GPU, 2 process(es) on 1 machine(s), mixed_precision no" in out
-    assert ("warning: 20 train rows do not divide into global batches of 6 (per_device_train_batch_size 3 x"
-            " gradient_accumulation_steps 1 x 2 processes): accelerate completes the last round of batches with 4"
-            " row(s) from the start of the data, which count twice per epoch") in out
+    assert (
+        "warning: 20 train rows do not divide into global batches of 6 (per_device_train_batch_size 3 x"
+        " gradient_accumulation_steps 1 x 2 processes): accelerate completes the last round of batches with 4"
+        " row(s) from the start of the data, which count twice per epoch"
+    ) in out
     assert "doctor: no problems" in out

@@ -111,7 +111,9 @@ def test_the_recipe_layer_imports_no_torch():
 def test_the_checker_sees_an_upward_import_inside_a_function(tmp_path):
     package = tmp_path / "llm_tune"
     (package / "recipe").mkdir(parents=True)
-    (package / "recipe" / "loading.py").write_text("from . import schema\n\ndef f():\n    from ..train import pipeline\n")
+    (package / "recipe" / "loading.py").write_text(
+        "from . import schema\n\ndef f():\n    from ..train import pipeline\n"
+    )
     (package / "train").mkdir()
     (package / "train" / "pipeline.py").write_text("from llm_tune.recipe import loading\n")
     assert upward_imports(package) == ["recipe/loading.py: recipe imports train"]

@@ -40,8 +40,12 @@ def _recipe(tiny: Path, data_dir: Path, pairs: Path, out: Path, method: str, **e
     recipe = base_recipe(tiny, data_dir, out, training={"max_steps": 3, "learning_rate": 5e-3})
     recipe["task"] = "preference"
     recipe["preference"] = {"method": method}
-    recipe["data"] = {"train": str(pairs / "train.jsonl"), "validation": str(pairs / "val.jsonl"),
-                      "format": "preference", "max_length": 128}
+    recipe["data"] = {
+        "train": str(pairs / "train.jsonl"),
+        "validation": str(pairs / "val.jsonl"),
+        "format": "preference",
+        "max_length": 128,
+    }
     recipe["export"] = {"verify_prompts": 2, "verify_new_tokens": 8, **export}
     return recipe
 
@@ -70,7 +74,9 @@ def test_dpo_step_zero_gate_values(runs):
     assert step0["max_abs_policy_minus_reference_logp"] == 0.0
     assert abs(step0["loss"] - math.log(2)) < 1e-6
     assert step0["rewards/margins"] == 0.0 and step0["rewards/accuracies"] == 0.0
-    assert step0["logps/chosen"] < 0 and step0["logps/rejected"] < 0 and step0["logps/chosen"] != step0["logps/rejected"]
+    assert (
+        step0["logps/chosen"] < 0 and step0["logps/rejected"] < 0 and step0["logps/chosen"] != step0["logps/rejected"]
+    )
     # The step-0 evaluation on the validation pairs, under TRL's names.
     assert abs(step0["eval_loss"] - math.log(2)) < 1e-6 and step0["eval_rewards/accuracies"] == 0.0
     assert "step 0    dpo on 4 rows: loss 0.693147 (ln 2 = 0.693147)" in output and ": ok" in output
@@ -191,8 +197,11 @@ def test_a_wrong_reference_fails_the_gate_with_one_line(tiny_model, data_dir, pa
     from llm_tune.cli import main
 
     real = DPOTrainer.compute_ref_log_probs
-    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs",
-                        lambda self, model, inputs: tuple(x + 0.5 for x in real(self, model, inputs)))
+    monkeypatch.setattr(
+        DPOTrainer,
+        "compute_ref_log_probs",
+        lambda self, model, inputs: tuple(x + 0.5 for x in real(self, model, inputs)),
+    )
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path / "r.yaml", _recipe(tiny_model, data_dir, pairs, out, "dpo"))
     with pytest.raises(SystemExit) as stop:
@@ -222,16 +231,24 @@ def _cases(tiny: Path, data: Path) -> dict[str, Case]:
     long_prompt = {**good, "prompt": [{"role": "user", "content": "word " * 200}]}
     kto_row = {"prompt": "Say a.", "completion": "a", "label": "yes"}
     return {
-        "key-of-another-method": run("preference.simpo_gamma: a key of preference method simpo, not of method dpo",
-                                     **{"preference.simpo_gamma": 0.5}),
-        "unknown-method": run("preference.method: Input should be 'dpo', 'kto', 'orpo' or 'simpo' (got 'ppo')",
-                              **{"preference.method": "ppo"}),
+        "key-of-another-method": run(
+            "preference.simpo_gamma: a key of preference method simpo, not of method dpo",
+            **{"preference.simpo_gamma": 0.5},
+        ),
+        "unknown-method": run(
+            "preference.method: Input should be 'dpo', 'kto', 'orpo' or 'simpo' (got 'ppo')",
+            **{"preference.method": "ppo"},
+        ),
         "chosen-empty": run("rows.jsonl:2: missing or empty 'chosen'", [good, empty]),
         "chosen-equals-rejected": run("rows.jsonl:1: 'chosen' and 'rejected' are identical", [same, good]),
-        "prompt-fills-max-length": run("rows.jsonl:2: the prompt alone is", [good, long_prompt],
-                                       **{"data.max_length": 64}),
-        "kto-label-not-bool": run("rows.jsonl:1: 'label' must be true or false (desirable or not), got str 'yes'",
-                                  [kto_row, {**kto_row, "label": True}], **{"preference.method": "kto"}),
+        "prompt-fills-max-length": run(
+            "rows.jsonl:2: the prompt alone is", [good, long_prompt], **{"data.max_length": 64}
+        ),
+        "kto-label-not-bool": run(
+            "rows.jsonl:1: 'label' must be true or false (desirable or not), got str 'yes'",
+            [kto_row, {**kto_row, "label": True}],
+            **{"preference.method": "kto"},
+        ),
         "unpaired-rows-for-dpo": run("preference.method dpo needs pairs", [{**kto_row, "label": True}]),
         "from-run-not-a-run": run("model.from_run: {w}/nope is not a run folder", **{"model.from_run": "{w}/nope"}),
         "format-without-task": run("task preference and data.format preference go together", **{"data.format": "chat"}),
@@ -289,8 +306,13 @@ def test_a_full_sft_run_is_the_start_and_the_reference(tiny_model, data_dir, pai
     import torch
     from transformers import AutoModelForCausalLM
 
-    sft = base_recipe(tiny_model, data_dir, tmp_path / "sft", strategy={"kind": "full"},
-                      training={"max_steps": 2, "learning_rate": 1e-3})
+    sft = base_recipe(
+        tiny_model,
+        data_dir,
+        tmp_path / "sft",
+        strategy={"kind": "full"},
+        training={"max_steps": 2, "learning_rate": 1e-3},
+    )
     run_cli(write_recipe(tmp_path / "sft.yaml", sft))
     recipe = _recipe(tiny_model, data_dir, pairs, tmp_path / "dpo", "dpo", merge=True)
     recipe["model"]["from_run"] = str(tmp_path / "sft")

@@ -60,7 +60,9 @@ def test_push_merged_uploads_exactly_the_export_and_reloads(run, hub, tmp_path):
     export = run / "export" / "merged"
     assert state.files("alice/tiny-merged") == _files(export)
     assert len(state.commits) == 1  # one commit for the whole folder
-    assert {len(b) for b in state.lfs.values()} == {len(b) for n, b in _files(export).items() if n.endswith(".safetensors")}
+    assert {len(b) for b in state.lfs.values()} == {
+        len(b) for n, b in _files(export).items() if n.endswith(".safetensors")
+    }
     assert f"Bearer {TOKEN}" in state.seen_auth
     _no_token_anywhere(done, run)
 
@@ -97,12 +99,25 @@ def test_push_run_dir_exports_the_adapter_first_to_a_branch(run, hub):
 
 def test_push_to_a_server_that_never_answers_fails_within_the_timeout(run, tmp_path):
     silent = SilentServer()
-    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{silent.port}", "HF_TOKEN": TOKEN,
-           "HF_HOME": str(tmp_path / "hf-home")}
+    env = {
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": f"http://127.0.0.1:{silent.port}",
+        "HF_TOKEN": TOKEN,
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }
     try:
         started = time.monotonic()
-        done = run_cli("push", run / "export" / "merged", "--repo-id", "alice/x", "--timeout", "2",
-                       env=env, check=False, timeout=120)
+        done = run_cli(
+            "push",
+            run / "export" / "merged",
+            "--repo-id",
+            "alice/x",
+            "--timeout",
+            "2",
+            env=env,
+            check=False,
+            timeout=120,
+        )
         elapsed = time.monotonic() - started
     finally:
         silent.close()
@@ -115,8 +130,14 @@ def test_push_to_a_server_that_never_answers_fails_within_the_timeout(run, tmp_p
 
 def test_push_with_a_wrong_token_is_one_line_without_the_token(run, hub):
     state, env = hub
-    done = run_cli("push", run / "export" / "merged", "--repo-id", "alice/x",
-                   env={**env, "HF_TOKEN": "hf_wrong_secret_value"}, check=False)
+    done = run_cli(
+        "push",
+        run / "export" / "merged",
+        "--repo-id",
+        "alice/x",
+        env={**env, "HF_TOKEN": "hf_wrong_secret_value"},
+        check=False,
+    )
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 1 and len(errors) == 1 and "HTTP 401" in errors[0], done.stderr
     assert "hf_wrong_secret_value" not in done.stdout + done.stderr

@@ -100,10 +100,14 @@ def test_cross_field_rules_run_before_any_model_loads(tmp_path, good):
     lines = _errors(tmp_path, good, "strategy.kind=frozen", "strategy.trainable_layers=5")
     assert lines == ["error: bad.yaml: strategy.trainable_layers: 5, but the model has 2 blocks; choose 1 to 2"]
     lines = _errors(tmp_path, good, "task=classification")
-    assert lines == ["error: bad.yaml: data.format: task classification needs data.format classification, multi_label or"
-                     " regression, not alpaca"]
+    assert lines == [
+        "error: bad.yaml: data.format: task classification needs data.format classification, multi_label or"
+        " regression, not alpaca"
+    ]
     good["model"]["name_or_path"] = str(tmp_path / "no-such-model")
-    assert _errors(tmp_path, good) == [f"error: bad.yaml: model.name_or_path: {tmp_path / 'no-such-model'} does not exist"]
+    assert _errors(tmp_path, good) == [
+        f"error: bad.yaml: model.name_or_path: {tmp_path / 'no-such-model'} does not exist"
+    ]
 
 
 def test_bad_yaml_and_missing_recipe_are_one_line(tmp_path):
@@ -142,13 +146,20 @@ def test_a_strategy_key_of_another_kind_is_an_error_naming_its_kind(tmp_path, go
     good["strategy"] = {"kind": "lora", "trainable_layers": 2, "rr": 3}
     lines = sorted(_errors(tmp_path, good))
     assert lines[0] == "error: bad.yaml: strategy.rr: unknown key (did you mean 'r'?)"
-    assert lines[1].startswith("error: bad.yaml: strategy.trainable_layers: a key of strategy kind frozen, not of kind lora")
+    assert lines[1].startswith(
+        "error: bad.yaml: strategy.trainable_layers: a key of strategy kind frozen, not of kind lora"
+    )
 
 
 def test_changing_the_kind_keeps_only_the_keys_of_the_new_kind(tmp_path):
     # instruct-frozen inherits instruct-lora: none of the LoRA keys follow it.
     frozen = yaml.safe_load(call_cli("validate", "recipes/instruct-frozen.yaml").stdout)["strategy"]
-    assert frozen == {"kind": "frozen", "trainable_layers": 4, "trainable_modules": ["norm"], "unfreeze_every_steps": None}
+    assert frozen == {
+        "kind": "frozen",
+        "trainable_layers": 4,
+        "trainable_modules": ["norm"],
+        "unfreeze_every_steps": None,
+    }
     # On the command line too, whatever the order of the overrides; qlora keeps LoRA's keys.
     done = call_cli("validate", "recipes/instruct-lora.yaml", "strategy.trainable_layers=3", "strategy.kind=frozen")
     assert yaml.safe_load(done.stdout)["strategy"]["trainable_layers"] == 3

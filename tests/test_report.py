@@ -14,20 +14,29 @@ import pytest
 from conftest import base_recipe, run_cli, run_cli_together, write_jsonl, write_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TRICKY = "Explain <b>bold</b> & \"quotes\"."  # a validation prompt the page must escape, not interpret
+TRICKY = 'Explain <b>bold</b> & "quotes".'  # a validation prompt the page must escape, not interpret
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_model, data_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report")
-    validation = write_jsonl(root / "val.jsonl", [{"instruction": TRICKY, "output": "Like this."},
-                                                  {"instruction": "Add 1 and 2.", "output": "3"}])
+    validation = write_jsonl(
+        root / "val.jsonl",
+        [{"instruction": TRICKY, "output": "Like this."}, {"instruction": "Add 1 and 2.", "output": "3"}],
+    )
     sft = base_recipe(tiny_model, data_dir, root / "sft", training={"max_steps": 4, "eval_steps": 2})
     sft["data"]["validation"] = str(validation)
     cls = base_recipe(
-        tiny_model, data_dir, root / "cls", task="classification", classification={"head": "sequence"},
-        data={"train": str(data_dir / "reviews.jsonl"), "validation": str(data_dir / "reviews_val.jsonl"),
-              "format": "classification"},
+        tiny_model,
+        data_dir,
+        root / "cls",
+        task="classification",
+        classification={"head": "sequence"},
+        data={
+            "train": str(data_dir / "reviews.jsonl"),
+            "validation": str(data_dir / "reviews_val.jsonl"),
+            "format": "classification",
+        },
     )
     done = run_cli_together([write_recipe(root / "sft.yaml", sft)], [write_recipe(root / "cls.yaml", cls)])
     for name, trained in zip(("sft", "cls"), done):

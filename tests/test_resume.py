@@ -48,7 +48,11 @@ def start(recipe: Path, log: Path, env: dict, *overrides: str) -> subprocess.Pop
     handle = log.open("w")
     return subprocess.Popen(
         [sys.executable, "-m", "llm_tune", str(recipe), *overrides],
-        cwd=ROOT, env={**ENV, **env}, stdout=handle, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env={**ENV, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -143,7 +147,9 @@ def test_kill_in_a_later_epoch_and_resume_with_the_recipe_defaults(tmp_path, tin
     print(f"\n{name}: killed after checkpoint-{killed_at} (epoch {killed_at // per_epoch + 1}, {per_epoch} steps an"
           " epoch); step: uninterrupted | killed+resumed | difference")  # fmt: skip
     for step in expected:
-        print(f"{step:3d}: {expected[step]:.8f} | {got.get(step, float('nan')):.8f} | {got.get(step, 0) - expected[step]:.1e}")
+        print(
+            f"{step:3d}: {expected[step]:.8f} | {got.get(step, float('nan')):.8f} | {got.get(step, 0) - expected[step]:.1e}"
+        )
     assert sorted(got) == sorted(expected) and len(expected) >= 2 * per_epoch
     assert killed_at < max(expected) and killed_at > per_epoch
     assert got == expected  # float32 on one process: bit for bit

@@ -117,8 +117,12 @@ def test_a_run_trains_with_the_settings_its_recipe_states(tiny_model, data_dir, 
     """gradient_checkpointing: false stays false (TRL's config defaults it to true), and the rest likewise."""
     for checkpointing in (False, True):
         out = tmp_path / f"run-{checkpointing}"
-        recipe = base_recipe(tiny_model, data_dir, out, training={"max_steps": 2, "save_steps": 2,
-                                                                  "gradient_checkpointing": checkpointing})
+        recipe = base_recipe(
+            tiny_model,
+            data_dir,
+            out,
+            training={"max_steps": 2, "save_steps": 2, "gradient_checkpointing": checkpointing},
+        )
         run_cli(write_recipe(tmp_path / "r.yaml", recipe))
         args = torch.load(out / "checkpoints" / "checkpoint-2" / "training_args.bin", weights_only=False)
         assert args.gradient_checkpointing is checkpointing

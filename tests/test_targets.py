@@ -32,16 +32,39 @@ def runs(tiny_model, data_dir, tmp_path_factory):
     pairs = []
     for _ in range(40):
         a, b = rng.choice(things), rng.choice(things)
-        pairs.append({"text": f"a {a} here", "text_pair": f"a {b} there", "score": 5.0 if a == b else rng.uniform(0, 2)})
+        pairs.append(
+            {"text": f"a {a} here", "text_pair": f"a {b} there", "score": 5.0 if a == b else rng.uniform(0, 2)}
+        )
     write_jsonl(w / "pairs.jsonl", pairs[:32])
     write_jsonl(w / "pairs_val.jsonl", pairs[32:])
     common = {"task": "classification", "classification": {"head": "sequence"}}
-    ml = base_recipe(tiny_model, data_dir, w / "ml", **common, data={
-        "train": str(w / "ml.jsonl"), "validation": str(w / "ml_val.jsonl"), "format": "multi_label",
-        "label_separator": "|", "max_length": 64})
-    reg = base_recipe(tiny_model, data_dir, w / "reg", **common, data={
-        "train": str(w / "pairs.jsonl"), "validation": str(w / "pairs_val.jsonl"), "format": "regression",
-        "fields": {"text_pair": "text_pair"}, "prompt": PROMPT, "max_length": 64})
+    ml = base_recipe(
+        tiny_model,
+        data_dir,
+        w / "ml",
+        **common,
+        data={
+            "train": str(w / "ml.jsonl"),
+            "validation": str(w / "ml_val.jsonl"),
+            "format": "multi_label",
+            "label_separator": "|",
+            "max_length": 64,
+        },
+    )
+    reg = base_recipe(
+        tiny_model,
+        data_dir,
+        w / "reg",
+        **common,
+        data={
+            "train": str(w / "pairs.jsonl"),
+            "validation": str(w / "pairs_val.jsonl"),
+            "format": "regression",
+            "fields": {"text_pair": "text_pair"},
+            "prompt": PROMPT,
+            "max_length": 64,
+        },
+    )
     reg["classification"]["normalize_targets"] = True
     for recipe in (ml, reg):
         recipe["training"].update(max_steps=4, per_device_train_batch_size=4, eval_steps=2)

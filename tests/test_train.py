@@ -94,7 +94,11 @@ def test_loss_falls_on_a_learnable_task(tiny_model, tmp_path):
     recipe["data"].update(train=str(data), format="completion")
     recipe["training"].update(max_steps=25, learning_rate=1e-2, per_device_train_batch_size=4)
     train(tmp_path, recipe)
-    losses = [e["loss"] for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    losses = [
+        e["loss"]
+        for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+        if "loss" in e
+    ]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -188,7 +192,9 @@ def test_qlora_counts_its_parameters_as_peft_does(runs, tiny_model):
     from transformers import AutoModelForCausalLM
 
     _, stdout = runs["qlora"]
-    trainable, total = (int(n.replace(",", "")) for n in re.search(r"([\d,]+) of ([\d,]+) parameters train", stdout).groups())
+    trainable, total = (
+        int(n.replace(",", "")) for n in re.search(r"([\d,]+) of ([\d,]+) parameters train", stdout).groups()
+    )
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
     assert (trainable, total) == get_peft_model(model, config).get_nb_trainable_parameters()

@@ -31,8 +31,17 @@ def free_port() -> int:
 def both_nodes(command: list[str], cache: Path) -> list[subprocess.CompletedProcess]:
     """`command` with {rank} filled in, started once per node at the same time; each must exit 0."""
     env = {**ENV, "HF_DATASETS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([part.format(rank=rank) for part in command], cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [part.format(rank=rank) for part in command],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for rank in (0, 1)
+    ]
     done = []
     for proc in procs:
         try:
@@ -58,11 +67,18 @@ def one_process(tmp_path_factory, tiny_model, data_dir):
     accumulation 2 (the gradients summed in the same order as the 2 ranks' all-reduce), and batch 4 (one matmul
     over the 4 rows: float32 sums in another order)."""
     work = tmp_path_factory.mktemp("one")
-    recipe = write_recipe(work / "r.yaml", base_recipe(tiny_model, data_dir, work / "unused",
-                                                       training={"max_steps": STEPS, "save_steps": 2}))
+    recipe = write_recipe(
+        work / "r.yaml",
+        base_recipe(tiny_model, data_dir, work / "unused", training={"max_steps": STEPS, "save_steps": 2}),
+    )
     run_cli_together(
         [recipe, f"output_dir={work / 'ga2'}", *SAME_ORDER, "training.gradient_accumulation_steps=2"],
-        [recipe, f"output_dir={work / 'b4'}", "training.group_by_length=false", "training.per_device_train_batch_size=4"],
+        [
+            recipe,
+            f"output_dir={work / 'b4'}",
+            "training.group_by_length=false",
+            "training.per_device_train_batch_size=4",
+        ],
     )
     return recipe, {"1 proc b=2 x GA 2": step_losses(work / "ga2"), "1 proc b=4": step_losses(work / "b4")}
 
@@ -73,8 +89,11 @@ def check_two_nodes(name: str, nodes: list[subprocess.CompletedProcess], out: Pa
     print(f"\nstep | {' | '.join(columns)} | delta vs GA 2 | delta vs b=4")
     ga2, b4 = references.values()
     for step in sorted(ga2):
-        print(f"{step:4d} | " + " | ".join(f"{c[step]:.7f}" for c in columns.values())
-              + f" | {losses[step] - ga2[step]:+.1e} | {losses[step] - b4[step]:+.1e}")
+        print(
+            f"{step:4d} | "
+            + " | ".join(f"{c[step]:.7f}" for c in columns.values())
+            + f" | {losses[step] - ga2[step]:+.1e} | {losses[step] - b4[step]:+.1e}"
+        )
     assert sorted(losses) == list(range(1, STEPS + 1))
     # float32, no dropout, the same seeded order and the same summation order: identical logged losses
     assert losses == ga2
@@ -92,9 +111,27 @@ def test_torchrun_two_nodes_train_like_one_process(tmp_path, one_process):
     recipe, reference = one_process
     port = free_port()
     out = tmp_path / "torchrun"
-    nodes = both_nodes([str(BIN / "torchrun"), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", "{rank}",
-                        "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "llm_tune", str(recipe),
-                        f"output_dir={out}", *SAME_ORDER], tmp_path / "cache")
+    nodes = both_nodes(
+        [
+            str(BIN / "torchrun"),
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--node_rank",
+            "{rank}",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "llm_tune",
+            str(recipe),
+            f"output_dir={out}",
+            *SAME_ORDER,
+        ],
+        tmp_path / "cache",
+    )
     check_two_nodes("torchrun 2 nodes x 1 x b=2", nodes, out, reference)
 
 
@@ -104,8 +141,30 @@ def test_accelerate_two_node_config_trains_like_one_process(tmp_path, one_proces
     out = tmp_path / "accelerate"
     # two-node.yaml as shipped; the command line gives what differs here: the ranks, the address, 2 processes in
     # total and no autocast (the recipe trains in float32; the file's bf16 would contradict it and is refused)
-    nodes = both_nodes([str(BIN / "accelerate"), "launch", "--config_file", str(TWO_NODE), "--machine_rank", "{rank}",
-                        "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--num_processes", "2",
-                        "--mixed_precision", "no", "--num_cpu_threads_per_process", "1", "-m", "llm_tune", str(recipe),
-                        f"output_dir={out}", *SAME_ORDER], tmp_path / "cache")
+    nodes = both_nodes(
+        [
+            str(BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(TWO_NODE),
+            "--machine_rank",
+            "{rank}",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "--num_cpu_threads_per_process",
+            "1",
+            "-m",
+            "llm_tune",
+            str(recipe),
+            f"output_dir={out}",
+            *SAME_ORDER,
+        ],
+        tmp_path / "cache",
+    )
     check_two_nodes("accelerate two-node.yaml 2 x 1 x b=2", nodes, out, reference)

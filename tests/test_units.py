@@ -135,7 +135,9 @@ def test_vary_specs_parse_into_values_and_ranges():
     assert grid(space)[:2] == [{"strategy.r": 4, "training.seed": 1}, {"strategy.r": 4, "training.seed": 2}]
     assert len(grid(space)) == 6
     assert as_overrides({"strategy.layers_to_transform": [0, 1], "x": None}) == [
-        "strategy.layers_to_transform=[0, 1]", "x=null"]
+        "strategy.layers_to_transform=[0, 1]",
+        "x=null",
+    ]
 
 
 @pytest.mark.parametrize("spec, expect", [
@@ -156,7 +158,9 @@ def test_a_bad_vary_spec_is_one_error_naming_it(spec, expect):
 def test_trials_rank_best_first_and_those_without_a_metric_last():
     from llm_tune.sweep.table import Trial, ranked
 
-    trials = [Trial(i, {}, m, None, None, "finished", f"trial-{i}") for i, m in enumerate([0.5, None, 0.9, float("nan")])]
+    trials = [
+        Trial(i, {}, m, None, None, "finished", f"trial-{i}") for i, m in enumerate([0.5, None, 0.9, float("nan")])
+    ]
     assert [t.number for t in ranked(trials, greater_is_better=True)] == [2, 0, 1, 3]
     assert [t.number for t in ranked(trials, greater_is_better=False)] == [0, 2, 1, 3]
 
@@ -172,7 +176,8 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch):
     with pytest.raises(UserError) as caught:
         extras.require("optuna", "--search random")
     assert caught.value.problems == [
-        "--search random needs optuna, which is not installed: pip install 'llm_tune[sweep]'"]
+        "--search random needs optuna, which is not installed: pip install 'llm_tune[sweep]'"
+    ]
     qlora = _recipe(strategy={"kind": "qlora"}, export={"format": "gguf"})
     assert missing_extras(qlora) == [
         "strategy.kind: qlora needs bitsandbytes, which is not installed: pip install 'llm_tune[qlora]'",
@@ -203,8 +208,10 @@ def test_length_stats_and_the_truncation_warning():
     assert (stats.rows, stats.min, stats.median, stats.p95, stats.max, stats.truncated) == (5, 1, 7, 30, 30, 2)
     found = Findings()
     truncation_findings({"train": stats}, found)
-    assert found.warnings == ["train: 2 of 5 rows (40%) are longer than data.max_length=8 and lose their end (the"
-                              " longest has 30 tokens); raise data.max_length or shorten the rows"]
+    assert found.warnings == [
+        "train: 2 of 5 rows (40%) are longer than data.max_length=8 and lose their end (the"
+        " longest has 30 tokens); raise data.max_length or shorten the rows"
+    ]
 
 
 def test_duplicates_near_duplicates_conflicts_and_leakage_are_counted():

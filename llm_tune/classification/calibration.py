@@ -45,8 +45,15 @@ def reliability(probs: Any, truth: list[int], bins: int = BINS) -> dict[str, Any
             continue
         conf, acc = float(confidence[rows].mean()), float(right[rows].mean())
         ece += rows.sum() / len(confidence) * abs(conf - acc)
-        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "rows": int(rows.sum()),
-                      "confidence": conf, "accuracy": acc})
+        table.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "rows": int(rows.sum()),
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     return {"ece": float(ece), "bins": table}
 
 
@@ -61,5 +68,10 @@ def calibrate(scores: Any, truth: list[int]) -> dict[str, Any]:
     """Fit T on these rows; the reliability before (T = 1) and after."""
     temperature = fit_temperature(scores, truth)
     before, after = reliability(softmax(scores, None), truth), reliability(softmax(scores, temperature), truth)
-    return {"temperature": temperature, "ece_before": before["ece"], "ece_after": after["ece"],
-            "bins_before": before["bins"], "bins_after": after["bins"]}
+    return {
+        "temperature": temperature,
+        "ece_before": before["ece"],
+        "ece_after": after["ece"],
+        "bins_before": before["bins"],
+        "bins_after": after["bins"],
+    }

@@ -31,7 +31,9 @@ def init_head_from_label_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, 
     return True
 
 
-def classifier_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Any, max_length: int, answer: int = 0) -> list[int]:
+def classifier_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: Any, max_length: int, answer: int = 0
+) -> list[int]:
     """The prompt's tokens as a classifier reads them, in training and in eval / predict alike: the last
     `max_length - answer` (the end holds where the answer starts, which the sequence head pools and the generate
     head continues; `answer`: the tokens the longest label takes after it)."""
@@ -108,7 +110,9 @@ def head_scores(
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
-        tqdm(total=len(ids), desc="Scoring", unit="row", disable=not (is_main_process() and on_terminal()), leave=False) as bar,
+        tqdm(
+            total=len(ids), desc="Scoring", unit="row", disable=not (is_main_process() and on_terminal()), leave=False
+        ) as bar,
     ):
         for start in range(0, len(order), batch_size):
             picked = order[start : start + batch_size]

@@ -31,7 +31,9 @@ def resolve_from_training_rows(recipe: Recipe, train: Any) -> None:
         scores = np.asarray(train["label"], dtype=float)
         std = float(scores.std())
         if std == 0:
-            raise UserError(f"{recipe.data.train}: every row has the score {scores[0]:g}; normalize_targets needs spread")
+            raise UserError(
+                f"{recipe.data.train}: every row has the score {scores[0]:g}; normalize_targets needs spread"
+            )
         c.target_mean, c.target_std = float(scores.mean()), std
 
 
@@ -44,6 +46,7 @@ def training_target(recipe: Recipe) -> Callable[[Any], Any]:
         return lambda score: (float(score) - mean) / std
     index = {label: i for i, label in enumerate(labels)}
     if recipe.data.format == "multi_label":
+
         def multi_hot(found: list[str]) -> list[float]:
             vector = [0.0] * len(labels)
             for label in found:

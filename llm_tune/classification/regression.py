@@ -15,7 +15,13 @@ def regression_metrics(predicted: Any, truth: Any) -> dict[str, float]:
     pearson = 0.0 if constant else float(pearsonr(predicted, truth).statistic)
     spearman = 0.0 if constant else float(spearmanr(predicted, truth).statistic)
     mse = float(((predicted - truth) ** 2).mean())
-    return {"loss": mse, "pearson": pearson, "spearman": spearman, "mse": mse, "mae": float(abs(predicted - truth).mean())}
+    return {
+        "loss": mse,
+        "pearson": pearson,
+        "spearman": spearman,
+        "mse": mse,
+        "mae": float(abs(predicted - truth).mean()),
+    }
 
 
 def format_regression_report(metrics: dict[str, Any]) -> str:

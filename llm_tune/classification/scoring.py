@@ -52,7 +52,13 @@ def evaluate_classifier(
     rows = classification_rows(recipe, spec, tokenizer)
     started = time.perf_counter()
     scores = head_scores(
-        model, tokenizer, rows["prompt"], labels, recipe.classification.head, batch_size, recipe.data.max_length,
+        model,
+        tokenizer,
+        rows["prompt"],
+        labels,
+        recipe.classification.head,
+        batch_size,
+        recipe.data.max_length,
         mixed_precision(recipe.model),
     )
     seconds = time.perf_counter() - started
@@ -61,9 +67,16 @@ def evaluate_classifier(
     truth = [labels.index(label) for label in rows["label"]]
     calibration = _calibrate(recipe, scores, truth, spec) if tune else None
     probs = softmax(scores, recipe.classification.temperature)
-    metrics = {"data": spec, "rows": len(truth), "labels": labels, **classification_metrics(probs, truth, labels),
-               "ece": reliability(probs, truth)["ece"], "temperature": recipe.classification.temperature,
-               **({"calibration": calibration} if calibration else {}), "rows_per_s": round(len(truth) / seconds, 2)}
+    metrics = {
+        "data": spec,
+        "rows": len(truth),
+        "labels": labels,
+        **classification_metrics(probs, truth, labels),
+        "ece": reliability(probs, truth)["ece"],
+        "temperature": recipe.classification.temperature,
+        **({"calibration": calibration} if calibration else {}),
+        "rows_per_s": round(len(truth) / seconds, 2),
+    }
     predicted = probs.argmax(-1).tolist()
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
@@ -85,8 +98,11 @@ def _calibrate(recipe: Recipe, scores: Any, truth: list[int], spec: str) -> dict
         return None
     fitted = calibrate(scores, truth)
     recipe.classification.temperature = round(fitted["temperature"], 6)
-    print(f"calibrated on {spec}: temperature {fitted['temperature']:.4f}, expected calibration error"
-          f" {fitted['ece_before']:.4f} -> {fitted['ece_after']:.4f} (saved in the run's recipe)", flush=True)
+    print(
+        f"calibrated on {spec}: temperature {fitted['temperature']:.4f}, expected calibration error"
+        f" {fitted['ece_before']:.4f} -> {fitted['ece_after']:.4f} (saved in the run's recipe)",
+        flush=True,
+    )
     return fitted
 
 

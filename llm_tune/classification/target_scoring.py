@@ -36,7 +36,9 @@ def target_metrics(recipe: Recipe, outputs: Any, truth: list[Any]) -> dict[str, 
     if recipe.data.format == "regression":
         return regression_metrics(outputs, truth)
     labels = recipe.classification.labels
-    return multilabel_metrics(outputs, multi_hot(truth, labels), threshold_vector(recipe.classification.thresholds, labels))
+    return multilabel_metrics(
+        outputs, multi_hot(truth, labels), threshold_vector(recipe.classification.thresholds, labels)
+    )
 
 
 def evaluate_targets(
@@ -61,8 +63,13 @@ def evaluate_targets(
     if tune and recipe.data.format == "multi_label" and c.thresholds is None:
         c.thresholds = tune_thresholds(outputs, multi_hot(truth, c.labels), c.labels)
         print(f"multi-label thresholds tuned on {spec} (best F1 per label), saved in the run's recipe", flush=True)
-    metrics = {"data": spec, "rows": len(truth), **({"labels": c.labels} if c.labels else {}),
-               **target_metrics(recipe, outputs, truth), "rows_per_s": round(len(truth) / seconds, 2)}
+    metrics = {
+        "data": spec,
+        "rows": len(truth),
+        **({"labels": c.labels} if c.labels else {}),
+        **target_metrics(recipe, outputs, truth),
+        "rows_per_s": round(len(truth) / seconds, 2),
+    }
     if recipe.data.format == "regression":
         predictions = [{"text": t, "label": y, "prediction": float(p)} for t, y, p in zip(rows["text"], truth, outputs)]
         report = format_regression_report(metrics)
@@ -70,8 +77,12 @@ def evaluate_targets(
         thresholds = threshold_vector(c.thresholds, c.labels)
         metrics["thresholds"] = dict(zip(c.labels, thresholds.tolist()))
         predictions = [
-            {"text": t, "label": y, "prediction": [c.labels[j] for j in (p >= thresholds).nonzero()[0]],
-             "probabilities": dict(zip(c.labels, map(float, p)))}
+            {
+                "text": t,
+                "label": y,
+                "prediction": [c.labels[j] for j in (p >= thresholds).nonzero()[0]],
+                "probabilities": dict(zip(c.labels, map(float, p))),
+            }
             for t, y, p in zip(rows["text"], truth, outputs)
         ]
         report = format_multilabel_report(metrics, thresholds)
@@ -83,8 +94,9 @@ def evaluate_targets(
     return metrics
 
 
-def predict_targets(recipe: Recipe, model: Any, tokenizer: Any, texts: list[str], prompts: list[Any],
-                    batch_size: int) -> list[dict[str, Any]]:
+def predict_targets(
+    recipe: Recipe, model: Any, tokenizer: Any, texts: list[str], prompts: list[Any], batch_size: int
+) -> list[dict[str, Any]]:
     """Print and return, per text: every label over its threshold with its probability (multi_label), or the score."""
     from llm_tune.classification.multilabel import threshold_vector
 
@@ -96,8 +108,10 @@ def predict_targets(recipe: Recipe, model: Any, tokenizer: Any, texts: list[str]
             print(f"{text}\n  {recipe.data.fields.score} {float(row):.4f}", flush=True)
             continue
         labels = recipe.classification.labels
-        over = [(labels[j], float(row[j])) for j in (row >= threshold_vector(recipe.classification.thresholds, labels))
-                .nonzero()[0]]
+        over = [
+            (labels[j], float(row[j]))
+            for j in (row >= threshold_vector(recipe.classification.thresholds, labels)).nonzero()[0]
+        ]
         over.sort(key=lambda kv: -kv[1])
         results.append(dict(over))
         shown = "  ".join(f"{label} {p:.4f}" for label, p in over) or "(no label over its threshold)"

@@ -296,5 +296,3 @@ def token_lengths(split: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[in
 
     counted = split.map(lengths, batched=True, remove_columns=split.column_names, desc="Counting tokens")
     return counted["n"]
-
-

@@ -148,8 +148,9 @@ def load_preference_splits(cfg: DataConfig, tokenizer: Any, method: str, seed: i
             )
         check = _checker(cfg, tokenizer, conversational, "paired" if shape == "implicit" else shape)
         rows = keep_good_rows(rows, cfg, spec, None, notes, problem=check)
-        rendered = rows.map(lambda r: render_row(r, cfg, conversational), remove_columns=rows.column_names,
-                            desc="Rendering rows")
+        rendered = rows.map(
+            lambda r: render_row(r, cfg, conversational), remove_columns=rows.column_names, desc="Rendering rows"
+        )
         notes.append(_truncation_note(name, rendered, cfg.max_length, tokenizer))
         parts[name] = rendered
     if cfg.validation_fraction:
@@ -205,6 +206,7 @@ def _for_kto(split: Dataset, name: str, seed: int, notes: list[str]) -> Dataset:
     if "chosen" in split.column_names:
         pairs = len(split)
         split = unpair_preference_dataset(split)
-        notes.append(f"{name}: {pairs} pairs unpaired into {len(split)} KTO rows (chosen: label true, rejected:"
-                     " label false)")
+        notes.append(
+            f"{name}: {pairs} pairs unpaired into {len(split)} KTO rows (chosen: label true, rejected: label false)"
+        )
     return split.shuffle(seed=seed) if name == "train" else split

@@ -40,8 +40,10 @@ def target_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | Non
         found = row_labels(row[names.labels], cfg.label_separator)
         if found is None:
             value = row[names.labels]
-            return (f"'{names.labels}' must be a list of labels or a string of labels separated by"
-                    f" {cfg.label_separator!r}, got {type(value).__name__} {value!r:.40}")
+            return (
+                f"'{names.labels}' must be a list of labels or a string of labels separated by"
+                f" {cfg.label_separator!r}, got {type(value).__name__} {value!r:.40}"
+            )
         if not found:
             return f"'{names.labels}' holds no label"
         unknown = [label for label in found if labels is not None and label not in labels]

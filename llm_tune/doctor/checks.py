@@ -73,7 +73,10 @@ def row_segments(tokenizer: Any, input_ids: list[int], spans: list[tuple[int, in
     """The row as (text, trained) pieces in order, long untrained pieces shortened in the middle."""
     pieces, at = [], 0
     for start, end in spans:
-        pieces += [(_shorten(tokenizer.decode(input_ids[at:start])), False), (tokenizer.decode(input_ids[start:end]), True)]
+        pieces += [
+            (_shorten(tokenizer.decode(input_ids[at:start])), False),
+            (tokenizer.decode(input_ids[start:end]), True),
+        ]
         at = end
     pieces.append((_shorten(tokenizer.decode(input_ids[at:])), False))
     return [(text, trained) for text, trained in pieces if text]
@@ -98,9 +101,7 @@ def _shorten(text: str) -> str:
     return f"{text[:half]}[... {len(text) - 2 * half} characters ...]{text[-half:]}"
 
 
-def eos_findings(
-    tokenizer: Any, rows: list[dict[str, Any]], truncated: set[int], found: Findings
-) -> dict[str, Any]:
+def eos_findings(tokenizer: Any, rows: list[dict[str, Any]], truncated: set[int], found: Findings) -> dict[str, Any]:
     """Pad must not be EOS (it would be masked out of the labels) and every answer of a row that max_length keeps
     whole must end with a trained EOS (or the model never learns to stop)."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -156,9 +157,7 @@ def dropped_row_findings(kept: list[int], rows: int, prompt_lengths: dict[int, i
 def label_findings(train: list[str], validation: list[str] | None, labels: list[str], found: Findings) -> dict:
     """Rows per label in each split; a label no training row has cannot be learned."""
     counts = {"train": Counter(train), "validation": Counter(validation) if validation is not None else None}
-    section = {
-        split: {label: c[label] for label in labels} for split, c in counts.items() if c is not None
-    }
+    section = {split: {label: c[label] for label in labels} for split, c in counts.items() if c is not None}
     unseen = [label for label in labels if counts["train"][label] == 0]
     if unseen:
         where = " (validation has some)" if validation and any(counts["validation"][u] for u in unseen) else ""

@@ -23,8 +23,9 @@ from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json
 
 
-def doctor_command(recipe_path: Path, overrides: list[str], json_path: Path | None,
-                   launch_config: str | None = None) -> DoctorReport:
+def doctor_command(
+    recipe_path: Path, overrides: list[str], json_path: Path | None, launch_config: str | None = None
+) -> DoctorReport:
     from llm_tune.recipe.checks import load_checked
 
     return doctor(load_checked(recipe_path, overrides), recipe_path, json_path, launch_config)
@@ -34,8 +35,10 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_con
     """Print the report (and write it to json_path); raise UserError listing the problems, if any. With
     `launch_config` (an accelerate config file), the launch is checked first: its errors stop before anything loads."""
     if recipe.task == "preference":  # its memory (a reference model or adapter) and timing are not modelled yet
-        raise UserError(f"{recipe_path}: doctor does not measure preference runs yet; train with training.max_steps=2"
-                        " to see the step-0 gate and the memory a step takes")
+        raise UserError(
+            f"{recipe_path}: doctor does not measure preference runs yet; train with training.max_steps=2"
+            " to see the step-0 gate and the memory a step takes"
+        )
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 
@@ -53,10 +56,19 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_con
     launched = launch_section(recipe, launch, len(rows), found) if launch is not None else None
     memory = memory_section(recipe, model, rows, runtime, device, found)
     report = DoctorReport(
-        recipe=str(recipe_path), model=recipe.model.name_or_path, strategy=recipe.strategy.kind, task=recipe.task,
-        trainable_params=trainable, total_params=total, device=device, memory=memory,
-        time=time_section(recipe, model, tokenizer, splits, rows), warnings=found.warnings, errors=found.errors,
-        launch=launched, **sections,
+        recipe=str(recipe_path),
+        model=recipe.model.name_or_path,
+        strategy=recipe.strategy.kind,
+        task=recipe.task,
+        trainable_params=trainable,
+        total_params=total,
+        device=device,
+        memory=memory,
+        time=time_section(recipe, model, tokenizer, splits, rows),
+        warnings=found.warnings,
+        errors=found.errors,
+        launch=launched,
+        **sections,
     )
     print("\n".join(report_lines(report)), flush=True)
     if json_path is not None:
@@ -84,10 +96,14 @@ def launch_section(recipe: Recipe, launch: Any, rows: int, found: Findings) -> d
     from llm_tune.train.launch_checks import batch_remainder_warning
 
     t = recipe.training
-    section = {"config": launch.source, "distributed_type": launch.distributed_type,
-               "num_processes": launch.num_processes, "num_machines": launch.num_machines,
-               "mixed_precision": launch.mixed_precision,
-               "global_batch": t.per_device_train_batch_size * t.gradient_accumulation_steps * launch.num_processes}
+    section = {
+        "config": launch.source,
+        "distributed_type": launch.distributed_type,
+        "num_processes": launch.num_processes,
+        "num_machines": launch.num_machines,
+        "mixed_precision": launch.mixed_precision,
+        "global_batch": t.per_device_train_batch_size * t.gradient_accumulation_steps * launch.num_processes,
+    }
     # Packed rows are rebuilt into sequences, so the remainder is about sequences nobody can count before packing.
     remainder = None if t.packing else batch_remainder_warning(rows, recipe, launch)
     if remainder:
@@ -132,7 +148,9 @@ def device_section(recipe: Recipe) -> Device:
     mixed = mixed_precision(recipe.model)
     compute = "bfloat16 autocast" if mixed and weights == "float32" else weights
     why = {
-        "auto": "auto: native bfloat16 here" if native_bf16() else "auto: no native bfloat16 here, no AVX512-BF16 or AMX",
+        "auto": "auto: native bfloat16 here"
+        if native_bf16()
+        else "auto: no native bfloat16 here, no AVX512-BF16 or AMX",
         "float32": "model.dtype float32: exact, no autocast",
         "bfloat16": "model.dtype bfloat16",
     }[recipe.model.dtype]
@@ -199,7 +217,9 @@ def trained_section(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict
     kept = [row["row"] for row in rows]
     dropped = set(range(len(splits.train))) - set(kept)
     prompts = {i: _prompt_length(tokenizer, splits.train[i]) for i in sorted(dropped)[: checks.EXAMPLES * 10]}
-    section["dropped_rows"] = checks.dropped_row_findings(kept, len(splits.train), prompts, recipe.data.max_length, found)
+    section["dropped_rows"] = checks.dropped_row_findings(
+        kept, len(splits.train), prompts, recipe.data.max_length, found
+    )
     section["trained_per_row"] = {"mean": sum(_trained(r) for r in rows) / max(len(rows), 1)}
     section["truncated_rows_losing_eos"] = len(truncated & set(kept))
     return section
@@ -260,7 +280,9 @@ def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runti
     return MemoryEstimate(items=items, peak_bytes=total, peak_rule=PEAK_RULE, step=step, blocks=tally.blocks)
 
 
-def time_section(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]) -> TimeEstimate | None:
+def time_section(
+    recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]
+) -> TimeEstimate | None:
     """None when no row keeps a trained token: there is nothing to time (and that is an error already)."""
     from llm_tune.doctor.timing import epoch_time, measure_steps
 

@@ -180,7 +180,9 @@ def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> d
     values = ACTIVATION_VALUES_LORA if t.adapter else ACTIVATION_VALUES_PLAIN
     per_token = values * t.hidden * s.compute_bytes
     if s.gradient_checkpointing:
-        kept = CHECKPOINTED_VALUES * t.hidden * s.compute_bytes * s.reached_blocks + per_token * min(s.reached_blocks, 1)
+        kept = CHECKPOINTED_VALUES * t.hidden * s.compute_bytes * s.reached_blocks + per_token * min(
+            s.reached_blocks, 1
+        )
         how = f"{s.batch} x {s.tokens} tokens x {t.hidden} hidden x ({s.reached_blocks} block inputs + 1 recomputed block)"
     else:
         kept = per_token * s.reached_blocks
@@ -204,7 +206,9 @@ def estimate_memory(tally: ModelTally, step: StepShape, runtime_bytes: int) -> d
             2 * t.reached_linear_params, f"{t.reached_linear_params / 1e6:.1f}M reached linear weights x 2 bytes"
         )
     if runtime_bytes:
-        items["runtime"] = _item(runtime_bytes, "this process before the model loaded: Python, libraries, tokenizer, data")
+        items["runtime"] = _item(
+            runtime_bytes, "this process before the model loaded: Python, libraries, tokenizer, data"
+        )
     return items
 
 

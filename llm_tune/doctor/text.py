@@ -26,9 +26,13 @@ def report_lines(r: DoctorReport) -> list[str]:
 
 def _launch(r: DoctorReport) -> list[str]:
     a = r.launch or {}
-    return ["launch", f"  config    {a['config']}",
-            f"  type      {a['distributed_type']}, {a['num_processes']} process(es) on {a['num_machines']} machine(s),"
-            f" mixed_precision {a['mixed_precision']}", f"  batch     {a['global_batch']} rows per optimizer step"]
+    return [
+        "launch",
+        f"  config    {a['config']}",
+        f"  type      {a['distributed_type']}, {a['num_processes']} process(es) on {a['num_machines']} machine(s),"
+        f" mixed_precision {a['mixed_precision']}",
+        f"  batch     {a['global_batch']} rows per optimizer step",
+    ]
 
 
 def _device(r: DoctorReport) -> list[str]:
@@ -66,7 +70,10 @@ def _trained(r: DoctorReport) -> list[str]:
     t = r.trained_tokens
     pad, eos = t["pad"], t["eos"]
     same = "the same as" if pad["id"] == eos["id"] else "not"
-    lines = ["trained tokens", f"  pad       {pad['token']} (id {pad['id']}), {same} EOS {eos['token']} (id {eos['id']})"]
+    lines = [
+        "trained tokens",
+        f"  pad       {pad['token']} (id {pad['id']}), {same} EOS {eos['token']} (id {eos['id']})",
+    ]
     if "answers_checked" in t and "trained_per_row" in t:
         lines.append(f"  EOS       trained at the end of {t['answers_ending_with_eos']} of {t['answers_checked']}"
                      " answers (rows max_length keeps whole)")  # fmt: skip
@@ -126,4 +133,3 @@ def _time(r: DoctorReport) -> list[str]:
         f"  per epoch  {duration(t.epoch_seconds):>10}    ({t.steps_per_epoch} step{'s' * (t.steps_per_epoch != 1)}, {t.epoch_tokens:,} tokens)",
         f"  this run   {duration(t.run_seconds):>10}    ({t.run})",
     ]
-

@@ -82,8 +82,14 @@ def epoch_time(measured: Measured, recipe: Recipe, rows: int, epoch_tokens: int)
     rate = measured.tokens_per_s
     epoch = epoch_tokens / rate if rate else measured.seconds_per_step * steps
     run = epoch * (t.max_steps / steps if t.max_steps > 0 else t.num_train_epochs)
-    return TimeEstimate(**vars(measured), steps_per_epoch=steps, epoch_tokens=epoch_tokens, epoch_seconds=epoch,
-                        run_seconds=run, run=f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epochs")
+    return TimeEstimate(
+        **vars(measured),
+        steps_per_epoch=steps,
+        epoch_tokens=epoch_tokens,
+        epoch_seconds=epoch,
+        run_seconds=run,
+        run=f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epochs",
+    )
 
 
 def duration(seconds: float) -> str:

@@ -97,8 +97,10 @@ def _summary(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dict[str
     base = hub_base_id(recipe, options) or recipe.model.name_or_path
     layout = "a standard transformers model folder" if merged else "a PEFT adapter folder"
     if gguf:
-        layout = (f"one GGUF file for llama.cpp, Ollama and LM Studio, `{gguf['file']}` ({gguf['type']},"
-                  f" {gguf['bytes'] / 2**20:.1f} MiB), holding the tokenizer and the chat template training used")
+        layout = (
+            f"one GGUF file for llama.cpp, Ollama and LM Studio, `{gguf['file']}` ({gguf['type']},"
+            f" {gguf['bytes'] / 2**20:.1f} MiB), holding the tokenizer and the chat template training used"
+        )
     if merged and recipe.four_bit:
         layout += f" (adapter merged into the {options.qlora_merge_base} base)"
     elif merged and recipe.adapter:
@@ -127,7 +129,9 @@ def _training(recipe: Recipe) -> str:
     if recipe.task == "preference":
         parts["preference"] = recipe.preference.model_dump(mode="json")
     parts["training"] = recipe.training.model_dump(mode="json")
-    return "## Training\n\nFrom the run's resolved recipe:\n\n```yaml\n" + yaml.safe_dump(parts, sort_keys=False) + "```"
+    return (
+        "## Training\n\nFrom the run's resolved recipe:\n\n```yaml\n" + yaml.safe_dump(parts, sort_keys=False) + "```"
+    )
 
 
 def _metrics(run_dir: Path) -> str:
@@ -162,7 +166,9 @@ def _verification(report: dict[str, Any]) -> str:
     if report.get("tokenizer"):
         from llm_tune.export.verify import describe_tokenizer
 
-        lines.append(f"\nTokenizer round trip, the file's tokenizer against the run's: {describe_tokenizer(report['tokenizer'])}.")
+        lines.append(
+            f"\nTokenizer round trip, the file's tokenizer against the run's: {describe_tokenizer(report['tokenizer'])}."
+        )
     return "\n".join(lines)
 
 
@@ -171,26 +177,28 @@ def running_gguf(gguf: dict[str, Any]) -> str:
     name = gguf["file"]
     model = name.removesuffix(".gguf").lower()
     modelfile = "\n".join([f"FROM ./{name}", *(f'PARAMETER stop "{token}"' for token in gguf["stop_tokens"])])
-    return "\n".join([
-        "## How to run it\n",
-        "llama.cpp (`--jinja` renders the chat template stored in the file, the one training used):\n",
-        "```bash",
-        f"llama-cli -m {name} --jinja -cnv",
-        f"llama-server -m {name} --jinja --port 8080   # OpenAI-compatible API",
-        "```\n",
-        "Ollama: save these lines as `Modelfile` beside the file (Ollama takes the chat template from the file; the"
-        " stop lines are the tokens training ended its answers with):\n",
-        "```",
-        modelfile,
-        "```\n",
-        "```bash",
-        f"ollama create {model} -f Modelfile",
-        f"ollama run {model}",
-        "```\n",
-        "transformers (how this export was verified):\n",
-        "```python",
-        gguf_loading_code(gguf) + "```",
-    ])
+    return "\n".join(
+        [
+            "## How to run it\n",
+            "llama.cpp (`--jinja` renders the chat template stored in the file, the one training used):\n",
+            "```bash",
+            f"llama-cli -m {name} --jinja -cnv",
+            f"llama-server -m {name} --jinja --port 8080   # OpenAI-compatible API",
+            "```\n",
+            "Ollama: save these lines as `Modelfile` beside the file (Ollama takes the chat template from the file; the"
+            " stop lines are the tokens training ended its answers with):\n",
+            "```",
+            modelfile,
+            "```\n",
+            "```bash",
+            f"ollama create {model} -f Modelfile",
+            f"ollama run {model}",
+            "```\n",
+            "transformers (how this export was verified):\n",
+            "```python",
+            gguf_loading_code(gguf) + "```",
+        ]
+    )
 
 
 def gguf_loading_code(gguf: dict[str, Any]) -> str:
@@ -249,8 +257,11 @@ def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classi
         args.append("quantization_config=quant")
     if classifier:
         labels = recipe.classification.labels or []
-        args += [f"num_labels={len(labels)}", f"id2label={dict(enumerate(labels))}",
-                 f"label2id={ {label: i for i, label in enumerate(labels)} }"]
+        args += [
+            f"num_labels={len(labels)}",
+            f"id2label={dict(enumerate(labels))}",
+            f"label2id={ {label: i for i, label in enumerate(labels)} }",
+        ]
     lines.append(f"base = {auto}.from_pretrained({', '.join(args)})")
     if classifier:
         # the classifier pools the last non-pad token: the pad token must be the one training used

@@ -218,8 +218,10 @@ def _export_gguf(job: Job, tmp: Path) -> None:
     )
     say("verify tokenizer round trip: " + verify.describe_tokenizer(job.tokenizer_check))
     if not job.tokenizer_check["ok"]:
-        raise ExportFailed("export verification failed: against the run's tokenizer, the GGUF's"
-                           f" {verify.describe_tokenizer(job.tokenizer_check)}; no export was written")
+        raise ExportFailed(
+            "export verification failed: against the run's tokenizer, the GGUF's"
+            f" {verify.describe_tokenizer(job.tokenizer_check)}; no export was written"
+        )
     stop = [job.tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(job.tokenizer, job.recipe)]
     job.gguf = {"file": path.name, "type": kind, "bytes": path.stat().st_size, "stop_tokens": stop}
     if job.classifier:

@@ -104,7 +104,9 @@ def label_logits(lm: Any, job: Job, prompts: list[list[int]]) -> Any:
     with torch.inference_mode():
         for i, prompt in enumerate(prompts):
             ids = torch.tensor([prompt])
-            out[i] = lm(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits[0, -1, rows].float()
+            out[i] = (
+                lm(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits[0, -1, rows].float()
+            )
     return out
 
 
@@ -131,9 +133,16 @@ def gate(job: Job, name: str, result: dict[str, Any], tolerance: float, dtype: s
     from llm_tune.export.job import ExportFailed
 
     job.checks[name] = result
-    job.gate = {"check": name, "dtype": dtype, "tolerance": tolerance, "on": "label-token logits of the validation rows"}
-    say(f"verify {name}: {result['rows']} rows, max |label logit diff| {result['max_abs_logit_diff']:.3g}, max |p diff|"
-        f" {result['max_abs_probability_diff']:.3g}, same prediction {result['prediction_agreement']:.2%}")
+    job.gate = {
+        "check": name,
+        "dtype": dtype,
+        "tolerance": tolerance,
+        "on": "label-token logits of the validation rows",
+    }
+    say(
+        f"verify {name}: {result['rows']} rows, max |label logit diff| {result['max_abs_logit_diff']:.3g}, max |p diff|"
+        f" {result['max_abs_probability_diff']:.3g}, same prediction {result['prediction_agreement']:.2%}"
+    )
     if not result["max_abs_logit_diff"] <= tolerance:  # NaN fails too
         raise ExportFailed(
             f"export verification failed: {name}: max |label logit diff| {result['max_abs_logit_diff']:.4g} exceeds"
@@ -158,7 +167,6 @@ def verify_gguf(job: Job, reloaded: Any, reference: Any, prompts: list[list[int]
     gate(job, f"gguf_{kind}_vs_classifier", result, verify.GGUF_TOLERANCE[kind], kind)
 
 
-
 def folded_card_facts(job: Job) -> dict[str, Any]:
     """What the model card needs to run the folded classifier: each label's token id and the prompt template."""
     from llm_tune.classification.heads import label_token_ids
@@ -169,8 +177,11 @@ def folded_card_facts(job: Job) -> dict[str, Any]:
     prompt = user_prompt("{text}", job.recipe.data, labels, conversational, "{text_pair}")
     if conversational:
         prompt = job.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    return {"label_tokens": {label: ids[0] for label, ids in zip(labels, label_token_ids(job.tokenizer, labels))},
-            "prompt": prompt, "temperature": job.recipe.classification.temperature}
+    return {
+        "label_tokens": {label: ids[0] for label, ids in zip(labels, label_token_ids(job.tokenizer, labels))},
+        "prompt": prompt,
+        "temperature": job.recipe.classification.temperature,
+    }
 
 
 def folded_usage(folded: dict[str, Any], file: str) -> str:
@@ -179,20 +190,24 @@ def folded_usage(folded: dict[str, Any], file: str) -> str:
 
     bias = [[token, 100] for token in folded["label_tokens"].values()]
     request = {"prompt": "PROMPT", "n_predict": 1, "n_probs": len(bias), "logit_bias": bias}
-    return "\n".join([
-        "## As a classifier (folded head)\n",
-        "This run trained a classification head; the export folds it into the LM-head rows of the labels' first"
-        f" tokens ({', '.join(f'`{k}`: {v}' for k, v in folded['label_tokens'].items())}), so the next-token scores of"
-        " those tokens after the prompt are the classifier's logits"
-        + (f" (divided by its calibrated temperature {folded['temperature']:.4g})" if folded["temperature"] else "")
-        + ", and a softmax over them its probabilities (verified on the validation rows, see Verification). Other"
-        " tokens keep the base model's rows: read the label tokens' scores, not free generation.\n",
-        "The prompt, with the text in place of `{text}` (special tokens as written):\n",
-        "```text", folded["prompt"], "```\n",
-        "llama.cpp: an equal bias on the label tokens leaves their differences as they are and puts them above every"
-        " other token, so the probabilities the server returns are the classifier's:\n",
-        "```bash",
-        f"llama-server -m {file} --port 8080",
-        f"curl http://localhost:8080/completion -d '{json.dumps(request)}'",
-        "```",
-    ])
+    return "\n".join(
+        [
+            "## As a classifier (folded head)\n",
+            "This run trained a classification head; the export folds it into the LM-head rows of the labels' first"
+            f" tokens ({', '.join(f'`{k}`: {v}' for k, v in folded['label_tokens'].items())}), so the next-token scores of"
+            " those tokens after the prompt are the classifier's logits"
+            + (f" (divided by its calibrated temperature {folded['temperature']:.4g})" if folded["temperature"] else "")
+            + ", and a softmax over them its probabilities (verified on the validation rows, see Verification). Other"
+            " tokens keep the base model's rows: read the label tokens' scores, not free generation.\n",
+            "The prompt, with the text in place of `{text}` (special tokens as written):\n",
+            "```text",
+            folded["prompt"],
+            "```\n",
+            "llama.cpp: an equal bias on the label tokens leaves their differences as they are and puts them above every"
+            " other token, so the probabilities the server returns are the classifier's:\n",
+            "```bash",
+            f"llama-server -m {file} --port 8080",
+            f"curl http://localhost:8080/completion -d '{json.dumps(request)}'",
+            "```",
+        ]
+    )

@@ -52,8 +52,10 @@ def check_convertible(job: Job) -> None:
     }
     found = [name for name, present in unsupported.items() if present]
     if found:
-        raise UserError(f"{WHERE}: this llama model has {', '.join(found)}, which the GGUF writer does not carry yet;"
-                        " export it with --format safetensors")
+        raise UserError(
+            f"{WHERE}: this llama model has {', '.join(found)}, which the GGUF writer does not carry yet;"
+            " export it with --format safetensors"
+        )
     pre_tokenizer_name(AutoTokenizer.from_pretrained(job.run.weights(job.recipe)))
 
 
@@ -130,13 +132,18 @@ def _tensors(model: Any, kind: str) -> Iterator[tuple[str, Any, Any]]:
 
     config = model.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    rotary_heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads or config.num_attention_heads}
+    rotary_heads = {
+        "q_proj": config.num_attention_heads,
+        "k_proj": config.num_key_value_heads or config.num_attention_heads,
+    }
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # llama.cpp and transformers both read a missing output.weight as tied to token_embd
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise UserError(f"{WHERE}: the model's tensor {name} has no llama.cpp name; export it with --format safetensors")
+            raise UserError(
+                f"{WHERE}: the model's tensor {name} has no llama.cpp name; export it with --format safetensors"
+            )
         array = tensor.detach().to("cpu", torch.float32).numpy()
         module = name.split(".")[-2]
         if module in rotary_heads and name.endswith(".weight"):
@@ -232,8 +239,10 @@ def _vocabulary(tokenizer: Any, vocab: dict[str, int], size: int) -> tuple[list[
     tokens = [f"[PAD{i}]" for i in range(size)]
     types = [kinds.UNUSED] * size
     entries = [(i, token, kinds.NORMAL) for token, i in vocab.items()]
-    entries += [(i, added.content, kinds.CONTROL if added.special else kinds.USER_DEFINED)
-                for i, added in tokenizer.added_tokens_decoder.items()]
+    entries += [
+        (i, added.content, kinds.CONTROL if added.special else kinds.USER_DEFINED)
+        for i, added in tokenizer.added_tokens_decoder.items()
+    ]
     for i, token, kind in entries:
         if i >= size:
             raise UserError(f"{WHERE}: token {token!r} has id {i}, beyond the model's {size} embedding rows")

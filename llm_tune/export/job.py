@@ -90,7 +90,9 @@ def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
         problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
         raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
     if options.format != "gguf" and "gguf_type" in given:
-        raise UserError(f"--gguf-type: applies to --format gguf, and this export is {options.format}; add --format gguf")
+        raise UserError(
+            f"--gguf-type: applies to --format gguf, and this export is {options.format}; add --format gguf"
+        )
     if options.format == "gguf":
         not_gguf = {
             "merge": ("--merge / --no-merge", "a GGUF always holds the merged model"),

@@ -42,5 +42,6 @@ def push_from_args(args: argparse.Namespace) -> None:
         raise UserError(f"--timeout: must be a positive number of seconds, got {args.timeout}")
     from llm_tune.export.push import push_command
 
-    push_command(args.path, args.repo_id, private=args.private, merged=args.merged,
-                 revision=args.revision, timeout=args.timeout)
+    push_command(
+        args.path, args.repo_id, private=args.private, merged=args.merged, revision=args.revision, timeout=args.timeout
+    )

@@ -35,7 +35,9 @@ def export_folder_for(path: Path, merged: bool) -> Path:
     if (path / MANIFEST).is_file():
         layout = read_json(path / MANIFEST).get("layout")
         if merged and layout != "merged":
-            raise UserError(f"{path}: holds a {layout!r} export, not a merged one; drop --merged or export with --merge")
+            raise UserError(
+                f"{path}: holds a {layout!r} export, not a merged one; drop --merged or export with --merge"
+            )
         return path
     run = RunFolder(path)
     if not run.is_run():

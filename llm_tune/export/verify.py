@@ -57,7 +57,9 @@ def _fallback(tokenizer: Any, text: str) -> Any:
     return [{"role": "user", "content": text}] if tokenizer.chat_template else text
 
 
-def run_prompts(model: Any, prompts: list[list[int]], *, classifier: bool, new_tokens: int, stop: list[int], pad: int) -> Outputs:
+def run_prompts(
+    model: Any, prompts: list[list[int]], *, classifier: bool, new_tokens: int, stop: list[int], pad: int
+) -> Outputs:
     """Logits (float32, on the CPU) and greedy continuations, one prompt at a time so no padding is involved."""
     import torch
 

@@ -36,11 +36,15 @@ def chat_command(path: Path, max_new_tokens: int) -> None:
     _check_new_tokens(max_new_tokens)
     target = locate(path)
     if target.recipe is not None and target.recipe.data.format == "completion":
-        raise UserError(f"{path}: the run trained on raw text (data.format: completion), not on chat turns; use"
-                        " `python -m llm_tune generate` to continue a text")
+        raise UserError(
+            f"{path}: the run trained on raw text (data.format: completion), not on chat turns; use"
+            " `python -m llm_tune generate` to continue a text"
+        )
     session = open_session(target)
     if session.tokenizer.chat_template is None:
-        raise UserError(f"{path}: the model has no chat template to keep a conversation in; use `python -m llm_tune generate`")
+        raise UserError(
+            f"{path}: the model has no chat template to keep a conversation in; use `python -m llm_tune generate`"
+        )
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())

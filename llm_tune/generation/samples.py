@@ -28,11 +28,17 @@ def write_samples(model: Any, tokenizer: Any, recipe: Recipe, path: Path) -> int
         samples = []
         for row in rendered_rows(recipe, tokenizer, SAMPLES):
             ids = row_prompt_ids(tokenizer, row)[-recipe.data.max_length :]
-            new = greedy(model, ids, max_new_tokens=SAMPLE_NEW_TOKENS, stop=stop, pad=tokenizer.pad_token_id,
-                         autocast=autocast)
+            new = greedy(
+                model, ids, max_new_tokens=SAMPLE_NEW_TOKENS, stop=stop, pad=tokenizer.pad_token_id, autocast=autocast
+            )
             shown, reference = _shown(row, tokenizer)
-            samples.append({"prompt": shown, "reference": reference,
-                            "generation": tokenizer.decode(new, skip_special_tokens=True).strip()})
+            samples.append(
+                {
+                    "prompt": shown,
+                    "reference": reference,
+                    "generation": tokenizer.decode(new, skip_special_tokens=True).strip(),
+                }
+            )
     finally:
         tokenizer.chat_template = stock
     write_text_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))

@@ -60,8 +60,15 @@ class Session:
 
         off = self.model.disable_adapter() if self.adapter_off else nullcontext()
         with off:
-            new = greedy(self.model, ids, max_new_tokens=max_new_tokens, stop=self.stop,
-                         pad=self.tokenizer.pad_token_id, autocast=self.autocast, streamer=streamer)
+            new = greedy(
+                self.model,
+                ids,
+                max_new_tokens=max_new_tokens,
+                stop=self.stop,
+                pad=self.tokenizer.pad_token_id,
+                autocast=self.autocast,
+                streamer=streamer,
+            )
         return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
@@ -125,8 +132,10 @@ def _export_session(target: Target) -> Session:
 
     dtype = target.manifest.get("dtype", "float32")
     if target.recipe is None:
-        say(f"{target.path}: its run folder is not beside it; prompts render through the export's chat template,"
-            " without the recipe's system prompt")
+        say(
+            f"{target.path}: its run folder is not beside it; prompts render through the export's chat template,"
+            " without the recipe's system prompt"
+        )
     model = load_exported_model(target.path, classifier=False, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(target.path)
     stop = model.generation_config.eos_token_id  # the export's: the end-of-turn token training taught

@@ -36,8 +36,10 @@ def idle_cores_warning(world_size: int) -> str | None:
     launched = "ACCELERATE_DYNAMO_BACKEND" in os.environ  # set by accelerate's launcher for its child
     if not launched or torch.cuda.is_available() or world_size > 1 or threads >= cores:
         return None
-    return (f"warning: torch computes on {threads} of this machine's {cores} cores (OMP_NUM_THREADS={threads});"
-            f" `accelerate launch` sets it to 1 unless given --num_cpu_threads_per_process {cores}")
+    return (
+        f"warning: torch computes on {threads} of this machine's {cores} cores (OMP_NUM_THREADS={threads});"
+        f" `accelerate launch` sets it to 1 unless given --num_cpu_threads_per_process {cores}"
+    )
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

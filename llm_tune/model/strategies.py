@@ -77,8 +77,11 @@ def in_storage_dtype(model: PreTrainedModel) -> None:
     to float32) go to that dtype too, or sharding stops on mixed dtypes."""
     import torch
 
-    storage = model.config.quantization_config["bnb_4bit_quant_storage"] if isinstance(
-        model.config.quantization_config, dict) else model.config.quantization_config.bnb_4bit_quant_storage
+    storage = (
+        model.config.quantization_config["bnb_4bit_quant_storage"]
+        if isinstance(model.config.quantization_config, dict)
+        else model.config.quantization_config.bnb_4bit_quant_storage
+    )
     storage = getattr(torch, storage) if isinstance(storage, str) else storage
     for param in model.parameters():
         if param.dtype.is_floating_point and param.dtype != storage:

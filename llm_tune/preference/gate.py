@@ -104,14 +104,15 @@ def _dpo_rows(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, Any
     kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
     labels = inputs["input_ids"].masked_fill(mask == 0, -100)
     per_token = model(**kwargs, use_cache=False, labels=labels, fused_lm_head=True).log_probs
-    policy = per_token[:, -(mask.size(1) - 1):].sum(dim=1)
+    policy = per_token[:, -(mask.size(1) - 1) :].sum(dim=1)
     if "ref_chosen_logps" in inputs:
         reference = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
     else:
         reference = torch.cat(trainer.compute_ref_log_probs(model, inputs))
     chosen, rejected = policy.float().chunk(2)
     return {
-        "_policy": policy.float().tolist(), "_reference": reference.float().tolist(),
+        "_policy": policy.float().tolist(),
+        "_reference": reference.float().tolist(),
         "_pairs_equal": int((chosen == rejected).sum()),
         "max_abs_policy_minus_reference_logp": float((policy.float() - reference.float()).abs().max()),
     }
@@ -119,8 +120,9 @@ def _dpo_rows(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, Any
 
 def _problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) -> list[str]:
     p = recipe.preference
-    problems = [f"{k} is {v}, not a finite number" for k, v in values.items()
-                if isinstance(v, float) and not math.isfinite(v)]
+    problems = [
+        f"{k} is {v}, not a finite number" for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)
+    ]
     for key in ("logps/chosen", "logps/rejected"):
         if key in values and values[key] >= 0:
             problems.append(f"{key} is {values[key]:.4g}: an answer without trained tokens (all masked or truncated)")
@@ -132,8 +134,10 @@ def _problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) ->
         expected = 0.5 * float(weights.mean())
         bound = 0.25 * p.beta * LOGP_TOLERANCE * max(p.desirable_weight, p.undesirable_weight) + 1e-6
         if abs(values["loss"] - expected) > bound:
-            problems.append(f"KTO loss {values['loss']:.6f} is not {expected:.6f} (half the weighted rows), so the"
-                            " reference is not the starting policy")
+            problems.append(
+                f"KTO loss {values['loss']:.6f} is not {expected:.6f} (half the weighted rows), so the"
+                " reference is not the starting policy"
+            )
     elif p.method in ("orpo", "simpo") and values.get("logps/chosen") == values.get("logps/rejected"):
         problems.append("chosen and rejected answers score the same log-probability: the pairs are not compared")
     return problems
@@ -143,14 +147,18 @@ def _dpo_problems(values: dict[str, Any], recipe: Recipe) -> list[str]:
     p = recipe.preference
     problems = []
     if values["_pairs_equal"]:
-        problems.append(f"{values['_pairs_equal']} pairs score the same log-probability for chosen and rejected:"
-                        " the answers are not what the model sees")
+        problems.append(
+            f"{values['_pairs_equal']} pairs score the same log-probability for chosen and rejected:"
+            " the answers are not what the model sees"
+        )
     if p.reference == "base" and recipe.model.from_run is not None:
         return problems  # the SFT policy against the base: a gap is what was asked for
     gap = values["max_abs_policy_minus_reference_logp"]
     if gap > LOGP_TOLERANCE:
-        problems.append(f"policy and reference log-probabilities differ by up to {gap:.4g} nats (tolerance"
-                        f" {LOGP_TOLERANCE:g}): the reference is not the starting policy")
+        problems.append(
+            f"policy and reference log-probabilities differ by up to {gap:.4g} nats (tolerance"
+            f" {LOGP_TOLERANCE:g}): the reference is not the starting policy"
+        )
         return problems
     if all(kind in DPO_START for kind in p.loss_type):
         weights = p.loss_weights or [1.0] * len(p.loss_type)
@@ -159,15 +167,24 @@ def _dpo_problems(values: dict[str, Any], recipe: Recipe) -> list[str]:
         if abs(values["loss"] - expected) > bound:
             problems.append(f"DPO loss {values['loss']:.6f} is not the starting value {expected:.6f}")
     if abs(values.get("rewards/margins", 0.0)) > 2 * p.beta * LOGP_TOLERANCE:
-        problems.append(f"reward margin {values['rewards/margins']:.4g} is not 0 with the reference equal to the policy")
+        problems.append(
+            f"reward margin {values['rewards/margins']:.4g} is not 0 with the reference equal to the policy"
+        )
     if values.get("rewards/accuracies", 0.0) != 0.0:
         problems.append(f"reward accuracy {values['rewards/accuracies']:.4g} is not 0 with equal rewards")
     return problems
 
 
 def _line(values: dict[str, Any], recipe: Recipe, problems: list[str]) -> str:
-    shown = ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "kl",
-             "max_abs_policy_minus_reference_logp"]
+    shown = [
+        "loss",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "kl",
+        "max_abs_policy_minus_reference_logp",
+    ]
     parts = [f"{k} {values[k]:.6g}" for k in shown if k in values]
     if recipe.preference.method == "dpo" and recipe.preference.loss_type == ["sigmoid"]:
         parts[0] += f" (ln 2 = {math.log(2):.6f})"

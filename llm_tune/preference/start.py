@@ -61,8 +61,9 @@ def starting_model(recipe: Recipe, tokenizer: Any) -> Any:
     set_seed(recipe.training.seed)  # fresh adapter weights: the same in every run and on every rank
     if recipe.model.from_run is None:
         model = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
-        return apply_strategy(model, recipe.strategy, classifier=False,
-                              gradient_checkpointing=recipe.training.gradient_checkpointing)
+        return apply_strategy(
+            model, recipe.strategy, classifier=False, gradient_checkpointing=recipe.training.gradient_checkpointing
+        )
     run = RunFolder(Path(recipe.model.from_run))
     trained = run.read_recipe()
     weights = run.weights(trained)
@@ -70,8 +71,10 @@ def starting_model(recipe: Recipe, tokenizer: Any) -> Any:
         from peft import PeftModel
 
         if recipe.strategy != trained.strategy:
-            say(f"strategy  continuing the adapter of {run.root} (strategy {trained.strategy.kind}, its own settings);"
-                " the recipe's strategy section is replaced by the run's")
+            say(
+                f"strategy  continuing the adapter of {run.root} (strategy {trained.strategy.kind}, its own settings);"
+                " the recipe's strategy section is replaced by the run's"
+            )
             recipe.strategy = trained.strategy
         base = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
         model = PeftModel.from_pretrained(base, str(weights), is_trainable=True)
@@ -81,8 +84,9 @@ def starting_model(recipe: Recipe, tokenizer: Any) -> Any:
     say(f"model     starting from {weights} (the full model {run.root} trained)")
     recipe.model.name_or_path = str(weights)  # exports merge into, and TRL's reference loads, the SFT model
     model = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
-    return apply_strategy(model, recipe.strategy, classifier=False,
-                          gradient_checkpointing=recipe.training.gradient_checkpointing)
+    return apply_strategy(
+        model, recipe.strategy, classifier=False, gradient_checkpointing=recipe.training.gradient_checkpointing
+    )
 
 
 def base_reference(recipe: Recipe, trainer: Any) -> None:

@@ -20,16 +20,24 @@ def preference_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
     if isinstance(p, DpoConfig):
         from trl import DPOConfig
 
-        return DPOConfig(**common, loss_type=list(p.loss_type), loss_weights=p.loss_weights,
-                         precompute_ref_log_probs=p.precompute_ref_log_probs)
+        return DPOConfig(
+            **common,
+            loss_type=list(p.loss_type),
+            loss_weights=p.loss_weights,
+            precompute_ref_log_probs=p.precompute_ref_log_probs,
+        )
     if isinstance(p, KtoConfig):
         from trl import KTOConfig
 
         # KTO's KL term pairs each row with its neighbours in a fixed-order batch: TRL requires sequential order
         # (the rows were shuffled once, seeded, when they were loaded).
         common["train_sampling_strategy"] = "sequential"
-        return KTOConfig(**common, desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight,
-                         precompute_ref_log_probs=p.precompute_ref_log_probs)
+        return KTOConfig(
+            **common,
+            desirable_weight=p.desirable_weight,
+            undesirable_weight=p.undesirable_weight,
+            precompute_ref_log_probs=p.precompute_ref_log_probs,
+        )
     with warnings.catch_warnings():  # trl.experimental warns on import that its API may change
         warnings.simplefilter("ignore")
         if isinstance(p, OrpoConfig):
@@ -91,8 +99,11 @@ def build_preference_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits:
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
     trainer = trainer_class(recipe)(
-        model=model, args=preference_config(recipe, arguments), train_dataset=splits.train,
-        eval_dataset=splits.validation, processing_class=tokenizer,
+        model=model,
+        args=preference_config(recipe, arguments),
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=tokenizer,
     )
     base_reference(recipe, trainer)
     for callback in watch_callbacks(recipe.training):

@@ -44,8 +44,10 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f" choose 1 to {layers}"
         )
     if (recipe.task == "preference") != (data.format == "preference"):
-        problems.append(f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
-                        " preference go together")
+        problems.append(
+            f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
+            " preference go together"
+        )
     if recipe.export and recipe.export.format == "gguf":
         if recipe.sequence_head and recipe.data.format != "classification":
             problems.append(
@@ -53,7 +55,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
                 " such form: use export.format: safetensors"
             )
         if recipe.export.dtype is not None:
-            problems.append("export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type")
+            problems.append(
+                "export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type"
+            )
     if training.packing and recipe.sequence_head:
         problems.append("training.packing: a sequence-classification head scores whole rows; set packing: false")
     if training.resume not in (None, "auto") and not Path(training.resume).is_dir():
@@ -175,7 +179,9 @@ def missing_extras(recipe: Recipe) -> list[str]:
     """The optional packages (pip extras) this recipe's features need and this install lacks, one line each."""
     needs = {  # key: (module, the feature, as the user wrote it)
         "strategy.kind": ("bitsandbytes", "qlora") if recipe.four_bit else None,
-        "model.name_or_path": ("gguf", "a .gguf model") if ModelSource.parse(recipe.model.name_or_path).gguf_file else None,
+        "model.name_or_path": ("gguf", "a .gguf model")
+        if ModelSource.parse(recipe.model.name_or_path).gguf_file
+        else None,
         "export.format": ("gguf", "a gguf export") if recipe.export and recipe.export.format == "gguf" else None,
     }
     return [f"{key}: {missing(*need)}" for key, need in needs.items() if need and not installed(need[0])]

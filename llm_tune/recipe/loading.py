@@ -67,7 +67,9 @@ class _UniqueKeys(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"{path}: recipe file not found" if not path.is_dir() else f"{path}: a folder, not a recipe file")
+        raise UserError(
+            f"{path}: recipe file not found" if not path.is_dir() else f"{path}: a folder, not a recipe file"
+        )
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 (a safe loader)
     except _DuplicateKey as dup:

@@ -44,15 +44,19 @@ class FrozenStrategy(Section):
 
     kind: Literal["frozen"] = Field("frozen", description="frozen: only the last blocks and named modules train")
     trainable_layers: int = Field(
-        2, ge=0, description="how many final transformer blocks train; 0: a linear probe (only the classification"
-        " head, or the trainable_modules, train)"
+        2,
+        ge=0,
+        description="how many final transformer blocks train; 0: a linear probe (only the classification"
+        " head, or the trainable_modules, train)",
     )
     trainable_modules: list[str] = Field(
         [], description="more modules that train, matched by the last part of their name (e.g. norm, lm_head)"
     )
     unfreeze_every_steps: int | None = Field(
-        None, gt=0, description="gradual unfreezing: every N optimizer steps the next block down starts training too,"
-        " until all do (one process only); null: the same blocks train throughout"
+        None,
+        gt=0,
+        description="gradual unfreezing: every N optimizer steps the next block down starts training too,"
+        " until all do (one process only); null: the same blocks train throughout",
     )
 
 
@@ -94,7 +98,10 @@ class QLoraStrategy(LoraStrategy):
 
 
 STRATEGIES: dict[str, type[Section]] = {
-    "full": FullStrategy, "frozen": FrozenStrategy, "lora": LoraStrategy, "qlora": QLoraStrategy
+    "full": FullStrategy,
+    "frozen": FrozenStrategy,
+    "lora": LoraStrategy,
+    "qlora": QLoraStrategy,
 }
 
 
@@ -105,7 +112,10 @@ def _strategy_kind(value: Any) -> str:
 
 
 Strategy = Annotated[
-    Annotated[FullStrategy, Tag("full")] | Annotated[FrozenStrategy, Tag("frozen")] | Annotated[LoraStrategy, Tag("lora")] | Annotated[QLoraStrategy, Tag("qlora")],
+    Annotated[FullStrategy, Tag("full")]
+    | Annotated[FrozenStrategy, Tag("frozen")]
+    | Annotated[LoraStrategy, Tag("lora")]
+    | Annotated[QLoraStrategy, Tag("qlora")],
     Discriminator(_strategy_kind),
 ]
 
@@ -120,13 +130,14 @@ class FieldNames(Section):
     text: str = Field("text", description="completion and classification: the text column")
     label: str = Field("label", description="classification: the label column")
     labels: str = Field(
-        "labels", description="multi_label: the column of each row's labels: a list, or one string split on"
-        " data.label_separator"
+        "labels",
+        description="multi_label: the column of each row's labels: a list, or one string split on data.label_separator",
     )
     score: str = Field("score", description="regression: the column of each row's target number")
     text_pair: str | None = Field(
-        None, description="classification, multi_label, regression: the second text of a text pair (STS-B, NLI, QQP);"
-        " data.prompt must then place it with {text_pair}; null: one text per row"
+        None,
+        description="classification, multi_label, regression: the second text of a text pair (STS-B, NLI, QQP);"
+        " data.prompt must then place it with {text_pair}; null: one text per row",
     )
 
 
@@ -137,19 +148,23 @@ class DataConfig(Section):
         None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
     )
     validation_seed: int = Field(0, description="seed of the shuffle that carves validation_fraction out of train")
-    format: Literal["alpaca", "chat", "completion", "classification", "multi_label", "regression", "preference"] = Field(
-        "alpaca", description="how rows are read: alpaca, chat, completion (raw text), classification (one label a"
-        " row), multi_label (a list of labels a row; sigmoid outputs, sequence head) or regression (a number a row;"
-        " one output, sequence head), the last three with task: classification; or preference ({prompt, chosen,"
-        " rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label} for KTO; TRL's names)"
+    format: Literal["alpaca", "chat", "completion", "classification", "multi_label", "regression", "preference"] = (
+        Field(
+            "alpaca",
+            description="how rows are read: alpaca, chat, completion (raw text), classification (one label a"
+            " row), multi_label (a list of labels a row; sigmoid outputs, sequence head) or regression (a number a row;"
+            " one output, sequence head), the last three with task: classification; or preference ({prompt, chosen,"
+            " rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label} for KTO; TRL's names)",
+        )
     )
     fields: FieldNames = Field(FieldNames(), description="column names, when they differ from the defaults")
     max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
     train_on_prompt: bool = Field(False, description="false: loss on the completion / assistant turns only")
     skip_bad_rows: bool = Field(False, description="false: an empty or incomplete row stops the run, naming it")
     system_prompt: str | None = Field(
-        None, description="a system message for every row; null keeps the template's default one; '' an empty system"
-        " turn (the fewest tokens per row)"
+        None,
+        description="a system message for every row; null keeps the template's default one; '' an empty system"
+        " turn (the fewest tokens per row)",
     )
     chat_template: str | None = Field(
         None, description="a .jinja chat template with {% generation %} markers, for chat models llm_tune does not know"
@@ -160,8 +175,10 @@ class DataConfig(Section):
         " fields.text_pair) {text_pair} are filled in",
     )
     label_separator: str = Field(
-        ",", min_length=1, description="multi_label: a labels column holding one string is split on this (each part"
-        " stripped), e.g. 'joy,love'"
+        ",",
+        min_length=1,
+        description="multi_label: a labels column holding one string is split on this (each part"
+        " stripped), e.g. 'joy,love'",
     )
 
     @property
@@ -192,27 +209,33 @@ class ClassificationConfig(Section):
         " untrained head scores like the instruct model's zero-shot answer (tied embeddings only)",
     )
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
-        None, description="single-label heads (sequence and generate): each row's loss is multiplied by its label's"
+        None,
+        description="single-label heads (sequence and generate): each row's loss is multiplied by its label's"
         " weight; balanced: rows / (labels x rows of the label), counted on the training rows; {label: weight}:"
         " labels left out weigh 1; the run's recipe records the resolved weights; null: every row weighs 1",
     )
     thresholds: dict[str, float] | None = Field(
-        None, description="multi_label: the probability over which a label is predicted, per label; null: tuned on"
+        None,
+        description="multi_label: the probability over which a label is predicted, per label; null: tuned on"
         " the validation rows after training for the best F1 per label (0.5 without validation rows), and written"
-        " here in the run's recipe"
+        " here in the run's recipe",
     )
     calibrate: bool = Field(
-        False, description="single-label heads: after training, fit a temperature on the validation rows (temperature"
+        False,
+        description="single-label heads: after training, fit a temperature on the validation rows (temperature"
         " scaling: the same predictions, honest probabilities); the report shows the expected calibration error"
-        " before and after and a reliability diagram"
+        " before and after and a reliability diagram",
     )
     temperature: float | None = Field(
-        None, gt=0, description="single-label heads: probabilities are softmax(scores / temperature) in eval, predict"
-        " and exports; set by calibrate (and written here in the run's recipe); null: 1"
+        None,
+        gt=0,
+        description="single-label heads: probabilities are softmax(scores / temperature) in eval, predict"
+        " and exports; set by calibrate (and written here in the run's recipe); null: 1",
     )
     normalize_targets: bool = Field(
-        False, description="regression: train on (score - mean) / std of the training scores; predictions are mapped"
-        " back, and the run's recipe records target_mean and target_std"
+        False,
+        description="regression: train on (score - mean) / std of the training scores; predictions are mapped"
+        " back, and the run's recipe records target_mean and target_std",
     )
     target_mean: float | None = Field(None, description="regression: set by normalize_targets (the training mean)")
     target_std: float | None = Field(
@@ -241,31 +264,43 @@ class TrainingConfig(Section):
     seed: int = Field(42, description="seed of the data order, dropout and new weights")
     logging_steps: int = Field(10, gt=0, description="log the training loss every N steps")
     progress_every_s: float = Field(
-        30.0, ge=0, description="when stdout is not a terminal (a log file, CI, a pipe): the least seconds between two"
-        " plain progress lines (step, loss, lr, tokens/s, ETA), printed at logging steps; a terminal shows a bar"
+        30.0,
+        ge=0,
+        description="when stdout is not a terminal (a log file, CI, a pipe): the least seconds between two"
+        " plain progress lines (step, loss, lr, tokens/s, ETA), printed at logging steps; a terminal shows a bar",
     )
     eval_steps: int | None = Field(
-        None, gt=0, description="evaluate on the validation rows every N steps (classification: accuracy and"
-        " macro-F1 too); null: once, at the end"
+        None,
+        gt=0,
+        description="evaluate on the validation rows every N steps (classification: accuracy and"
+        " macro-F1 too); null: once, at the end",
     )
     metric_for_best_model: Literal[
         "eval_loss", "eval_accuracy", "eval_macro_f1", "eval_rewards/accuracies", "eval_rewards/margins"
     ] = Field(
-        "eval_loss", description="the validation metric that picks the best checkpoint and drives early stopping"
-        " (accuracy and macro-F1: classification runs; TRL's reward accuracy and margin: preference runs)"
+        "eval_loss",
+        description="the validation metric that picks the best checkpoint and drives early stopping"
+        " (accuracy and macro-F1: classification runs; TRL's reward accuracy and margin: preference runs)",
     )
     early_stopping_patience: int | None = Field(
-        None, gt=0, description="stop after this many evaluations without improvement, and keep the best checkpoint"
-        " as the run's weights; null: train to the end"
+        None,
+        gt=0,
+        description="stop after this many evaluations without improvement, and keep the best checkpoint"
+        " as the run's weights; null: train to the end",
     )
     early_stopping_threshold: float | None = Field(
-        None, ge=0, description="with early_stopping_patience: how much the metric must improve to count as better"
-        " (null: any improvement)"
+        None,
+        ge=0,
+        description="with early_stopping_patience: how much the metric must improve to count as better"
+        " (null: any improvement)",
     )
     layerwise_lr_decay: float | None = Field(
-        None, gt=0, le=1, description="discriminative rates: block i trains at learning_rate x decay^(top - i), the"
+        None,
+        gt=0,
+        le=1,
+        description="discriminative rates: block i trains at learning_rate x decay^(top - i), the"
         " embeddings one step below block 0, the head and final norm at learning_rate (input embeddings tied to the"
-        " head are the head's weight: full rate); null: one rate"
+        " head are the head's weight: full rate); null: one rate",
     )
     save_steps: int = Field(500, gt=0, description="save a resumable checkpoint every N steps")
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; null: all")
@@ -289,8 +324,21 @@ class TrainingConfig(Section):
 
 
 DpoLoss = Literal[
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 ]
 BETA = (
     "TRL's beta: dpo and kto, how strongly the policy is held to the reference (0.1); orpo, the weight of the"
@@ -306,9 +354,7 @@ class DpoConfig(Section):
     loss_type: list[DpoLoss] = Field(
         ["sigmoid"], min_length=1, description="TRL's DPO losses, summed (sigmoid is the DPO paper's)"
     )
-    loss_weights: list[float] | None = Field(
-        None, description="a weight per loss_type entry; null: 1 each"
-    )
+    loss_weights: list[float] | None = Field(None, description="a weight per loss_type entry; null: 1 each")
     reference: Literal["start", "base"] = Field(
         "start",
         description="start: the policy as the run starts (the SFT run's with model.from_run, else the base); base:"
@@ -362,7 +408,10 @@ class SimpoConfig(Section):
 
 
 PREFERENCE_METHODS: dict[str, type[Section]] = {
-    "dpo": DpoConfig, "kto": KtoConfig, "orpo": OrpoConfig, "simpo": SimpoConfig
+    "dpo": DpoConfig,
+    "kto": KtoConfig,
+    "orpo": OrpoConfig,
+    "simpo": SimpoConfig,
 }
 
 
@@ -372,7 +421,9 @@ def _preference_method(value: Any) -> str:
 
 
 Preference = Annotated[
-    Annotated[DpoConfig, Tag("dpo")] | Annotated[KtoConfig, Tag("kto")] | Annotated[OrpoConfig, Tag("orpo")]
+    Annotated[DpoConfig, Tag("dpo")]
+    | Annotated[KtoConfig, Tag("kto")]
+    | Annotated[OrpoConfig, Tag("orpo")]
     | Annotated[SimpoConfig, Tag("simpo")],
     Discriminator(_preference_method),
 ]
@@ -393,7 +444,8 @@ class ExportConfig(Section):
     )
     merge: bool = Field(False, description="lora/qlora: false gives a PEFT adapter folder, true merges into the base")
     out: str | None = Field(
-        None, description="export folder; null: OUTPUT_DIR/export/adapter, OUTPUT_DIR/export/merged or OUTPUT_DIR/export/gguf"
+        None,
+        description="export folder; null: OUTPUT_DIR/export/adapter, OUTPUT_DIR/export/merged or OUTPUT_DIR/export/gguf",
     )
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
         None, description="format safetensors: dtype of the exported weights; null: the dtype the model trained in"

@@ -20,7 +20,9 @@ def target_problems(recipe: Recipe) -> list[str]:
             " set classification.head: sequence"
         )
     if c.class_weights is not None and recipe.training.packing:
-        problems.append("classification.class_weights: weigh whole rows; packed rows mix labels, set training.packing: false")
+        problems.append(
+            "classification.class_weights: weigh whole rows; packed rows mix labels, set training.packing: false"
+        )
     if c.class_weights is not None and data.format != "classification":
         problems.append(
             f"classification.class_weights: weights single-label rows; data.format {data.format} has none"
@@ -40,11 +42,14 @@ def target_problems(recipe: Recipe) -> list[str]:
         problems.append(f"classification.normalize_targets: applies to data.format regression, not {data.format}")
     for key in ("calibrate", "temperature"):
         if getattr(c, key) not in (None, False) and data.format != "classification":
-            problems.append(f"classification.{key}: scales single-label probabilities; data.format {data.format} has"
-                            " none (remove it)")
+            problems.append(
+                f"classification.{key}: scales single-label probabilities; data.format {data.format} has"
+                " none (remove it)"
+            )
     if c.calibrate and data.validation is None and data.validation_fraction is None:
-        problems.append("classification.calibrate: fits on validation rows; set data.validation or"
-                        " data.validation_fraction")
+        problems.append(
+            "classification.calibrate: fits on validation rows; set data.validation or data.validation_fraction"
+        )
     metric = recipe.training.metric_for_best_model
     if data.format == "regression" and metric != "eval_loss":
         problems.append(f"training.metric_for_best_model: {metric} is not defined for regression; use eval_loss (MSE)")

@@ -18,12 +18,22 @@ from llm_tune.run_folder import write_bytes_atomic, write_text_atomic
 TEMPLATES = Path(__file__).parent / "templates"
 TEXT_SHOWN = 400  # characters of a prediction's text on the page
 HEADLINE = (  # metrics.json keys shown up front, in this order
-    ("eval_accuracy", "accuracy"), ("eval_micro_f1", "micro-F1"), ("eval_macro_f1", "macro-F1"),
-    ("eval_subset_accuracy", "subset accuracy"), ("eval_pearson", "Pearson"), ("eval_spearman", "Spearman"),
-    ("eval_ece_before", "ECE before calibration"), ("eval_ece", "ECE"), ("temperature", "temperature"),
+    ("eval_accuracy", "accuracy"),
+    ("eval_micro_f1", "micro-F1"),
+    ("eval_macro_f1", "macro-F1"),
+    ("eval_subset_accuracy", "subset accuracy"),
+    ("eval_pearson", "Pearson"),
+    ("eval_spearman", "Spearman"),
+    ("eval_ece_before", "ECE before calibration"),
+    ("eval_ece", "ECE"),
+    ("temperature", "temperature"),
     ("train_loss", "training loss"),
-    ("eval_loss", "validation loss"), ("train_steps", "steps"), ("train_examples", "examples"),
-    ("train_tokens", "tokens"), ("tokens_per_s", "tokens/s"), ("train_runtime_s", "training seconds"),
+    ("eval_loss", "validation loss"),
+    ("train_steps", "steps"),
+    ("train_examples", "examples"),
+    ("train_tokens", "tokens"),
+    ("tokens_per_s", "tokens/s"),
+    ("train_runtime_s", "training seconds"),
 )
 
 
@@ -83,8 +93,10 @@ def _distinct_names(runs: list[RunData]) -> None:
 
 def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
     """{file stem: (title, PNG)} for the plots this run has data for."""
-    figures = {"loss": ("Loss", plots.loss_plot([run])),
-               "learning_rate": ("Learning rate", plots.learning_rate_plot([run]))}
+    figures = {
+        "loss": ("Loss", plots.loss_plot([run])),
+        "learning_rate": ("Learning rate", plots.learning_rate_plot([run])),
+    }
     if run.rewards:
         figures["rewards"] = ("Rewards", plots.rewards_plot(run))
     evaluation = run.evaluation or {}
@@ -110,8 +122,11 @@ def _render(template: str, **context: Any) -> str:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     made = time.strftime("%Y-%m-%d %H:%M")
     return env.get_template(template).render(made=made, version=__version__, **context)
@@ -132,8 +147,8 @@ def _summary(run: RunData) -> dict[str, str]:
         "model": recipe.model.name_or_path,
         "strategy": recipe.strategy.kind,
         "task": task,
-        "data": f"{recipe.data.train} ({recipe.data.format})" + (f", validation {recipe.data.validation}"
-                                                                 if recipe.data.validation else ""),
+        "data": f"{recipe.data.train} ({recipe.data.format})"
+        + (f", validation {recipe.data.validation}" if recipe.data.validation else ""),
         "trainable": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)" if trainable and total else "",
     }
 
@@ -151,17 +166,23 @@ def _per_class(evaluation: dict[str, Any] | None) -> list[tuple[str, str, str, s
     if evaluation is None or "precision" not in evaluation:  # regression: no classes
         return []
     e = evaluation
-    return [(label, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", n)
-            for label, p, r, f, n in zip(e["labels"], e["precision"], e["recall"], e["f1"], e["support"])]
+    return [
+        (label, f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", n)
+        for label, p, r, f, n in zip(e["labels"], e["precision"], e["recall"], e["f1"], e["support"])
+    ]
 
 
 def _prediction(row: dict[str, Any]) -> dict[str, Any]:
     text = row["text"] if len(row["text"]) <= TEXT_SHOWN else row["text"][:TEXT_SHOWN] + "…"
     # A multi_label prediction is a list of labels: no one confidence (each label's probability is in the file).
     confidence = row.get("probabilities", {}).get(row["prediction"]) if isinstance(row["prediction"], str) else None
-    return {"text": text, "label": row["label"], "prediction": row["prediction"],
-            "confidence": f"{confidence:.3f}" if confidence is not None else "",
-            "right": row["label"] == row["prediction"]}
+    return {
+        "text": text,
+        "label": row["label"],
+        "prediction": row["prediction"],
+        "confidence": f"{confidence:.3f}" if confidence is not None else "",
+        "right": row["label"] == row["prediction"],
+    }
 
 
 def _environment_rows(environment: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -177,8 +198,12 @@ def _notes(run: RunData) -> list[str]:
         notes.append("No trainer_state.json: the run logged no steps yet, so there are no curves.")
     elif run.state_from != run.run.trainer_state:
         notes.append(f"The run has not finished: the curves are the log of {run.state_from.parent.name}.")
-    if not run.eval_loss and run.final_eval_loss is None and run.recipe.data.validation is None \
-            and run.recipe.data.validation_fraction is None:
+    if (
+        not run.eval_loss
+        and run.final_eval_loss is None
+        and run.recipe.data.validation is None
+        and run.recipe.data.validation_fraction is None
+    ):
         notes.append("No validation data (data.validation): there is no validation loss to plot.")
     if run.classification and run.evaluation is None:
         notes.append("No eval/metrics.json: run python -m llm_tune eval RUN_DIR --data FILE to score the classifier.")

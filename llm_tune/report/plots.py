@@ -30,8 +30,15 @@ def loss_plot(runs: list[RunData]) -> bytes | None:
         _line(ax, run.eval_loss, val, "validation loss" if one else None, "--", marker="o")
         if run.final_eval_loss is not None:
             step, value = run.final_eval_loss
-            ax.plot([step], [value], marker="D", linestyle="none", color=val, markersize=7,
-                    label="validation loss (classifier, after training)" if one else None)
+            ax.plot(
+                [step],
+                [value],
+                marker="D",
+                linestyle="none",
+                color=val,
+                markersize=7,
+                label="validation loss (classifier, after training)" if one else None,
+            )
     ax.set(xlabel="step", ylabel="loss", title="Loss")
     _integer_steps(ax)
     values = [v for r in runs for _, v in r.train_loss + r.eval_loss]
@@ -122,8 +129,15 @@ def f1_plot(evaluation: dict[str, Any]) -> bytes:
     ax.plot(recall, rows, "x", color=EVAL_COLOR, markersize=8, markeredgewidth=2, label="recall")
     for row, value in zip(rows, f1):  # inside the bar's start, clear of the markers near its end
         inside = value >= 0.12
-        ax.text(0.01 if inside else value + 0.01, row, f"{value:.3f}", va="center", fontsize=9,
-                color="white" if inside else "#111827", fontweight="bold" if inside else "normal")
+        ax.text(
+            0.01 if inside else value + 0.01,
+            row,
+            f"{value:.3f}",
+            va="center",
+            fontsize=9,
+            color="white" if inside else "#111827",
+            fontweight="bold" if inside else "normal",
+        )
     ax.set_yticks(list(rows), labels)
     ax.invert_yaxis()  # the first label on top, as in the tables
     ax.set(xlim=(0.0, 1.04), xlabel="score", title=f"Per-class F1 (macro-F1 {evaluation['macro_f1']:.3f})")

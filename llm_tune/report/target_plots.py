@@ -21,8 +21,11 @@ def scatter_plot(predictions: list[dict[str, Any]], metrics: dict[str, Any]) -> 
     low, high = min(truth + predicted), max(truth + predicted)
     ax.plot([low, high], [low, high], color=EVAL_COLOR, linewidth=1.2, label="prediction = truth")
     shown = f" (first {POINTS_DRAWN})" if len(predictions) > POINTS_DRAWN else ""
-    ax.set(xlabel="true score", ylabel="predicted score",
-           title=f"Prediction vs truth{shown}: Pearson {metrics['pearson']:.3f}, Spearman {metrics['spearman']:.3f}")
+    ax.set(
+        xlabel="true score",
+        ylabel="predicted score",
+        title=f"Prediction vs truth{shown}: Pearson {metrics['pearson']:.3f}, Spearman {metrics['spearman']:.3f}",
+    )
     return _png(fig, ax)
 
 
@@ -31,13 +34,26 @@ def reliability_plot(fit: dict[str, Any]) -> bytes:
     diagonal); dot areas follow the bins' rows."""
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], color="#9ca3af", linewidth=1, label="perfect calibration")
-    for key, color, name in (("bins_before", EVAL_COLOR, f"before (ECE {fit['ece_before']:.3f})"),
-                             ("bins_after", TRAIN_COLOR, f"T = {fit['temperature']:.2f} (ECE {fit['ece_after']:.3f})")):
+    for key, color, name in (
+        ("bins_before", EVAL_COLOR, f"before (ECE {fit['ece_before']:.3f})"),
+        ("bins_after", TRAIN_COLOR, f"T = {fit['temperature']:.2f} (ECE {fit['ece_after']:.3f})"),
+    ):
         bins = fit[key]
         total = sum(b["rows"] for b in bins) or 1
         ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=color, linewidth=1.2, label=name)
-        ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=color,
-                   s=[12 + 300 * b["rows"] / total for b in bins], alpha=0.7, linewidths=0)
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="confidence (top probability)", ylabel="accuracy",
-           title="Reliability (validation)")
+        ax.scatter(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            color=color,
+            s=[12 + 300 * b["rows"] / total for b in bins],
+            alpha=0.7,
+            linewidths=0,
+        )
+    ax.set(
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        xlabel="confidence (top probability)",
+        ylabel="accuracy",
+        title="Reliability (validation)",
+    )
     return _png(fig, ax)

@@ -54,8 +54,10 @@ def run_study(
     study.sampler = optuna.samplers.RandomSampler(seed=seed + len(study.trials))
     metric = training.metric_for_best_model
     if training.eval_steps is None:
-        say("warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not"
-            " set: no trial can be pruned (set training.eval_steps to prune the trials that trail)")
+        say(
+            "warning: sweep: trials are pruned on the evaluations during training, and training.eval_steps is not"
+            " set: no trial can be pruned (set training.eval_steps to prune the trials that trail)"
+        )
 
     def run(trial: Any) -> float:
         values = {d.key: d.suggest(trial) for d in space}

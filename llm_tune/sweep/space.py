@@ -111,5 +111,7 @@ def grid(space: list[Dimension]) -> list[dict[str, Any]]:
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
     """key=value overrides (values written as YAML, so lists and nulls survive)."""
-    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for key, value in values.items()]
+    return [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for key, value in values.items()
+    ]

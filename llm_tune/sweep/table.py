@@ -26,6 +26,7 @@ class Trial:
 
 def ranked(trials: list[Trial], greater_is_better: bool) -> list[Trial]:
     """Best first; trials without a metric last."""
+
     def key(t: Trial) -> tuple[bool, float]:
         missing = t.metric is None or math.isnan(t.metric)
         return missing, 0.0 if missing else (-t.metric if greater_is_better else t.metric)

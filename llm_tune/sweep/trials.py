@@ -30,7 +30,9 @@ def sweep_command(
     space = parse_space(varies)
     base = load_checked(recipe_path, overrides)
     if base.data.validation is None and base.data.validation_fraction is None:
-        raise UserError(f"{recipe_path}: sweep ranks trials on validation rows; set data.validation or data.validation_fraction")
+        raise UserError(
+            f"{recipe_path}: sweep ranks trials on validation rows; set data.validation or data.validation_fraction"
+        )
     if search not in SEARCHES:
         raise UserError(f"--search: expected one of {', '.join(SEARCHES)}, got {search!r}")
     if search == "random" and (trials is None or trials < 1):
@@ -112,7 +114,9 @@ def _trial(number: int, values: dict[str, Any], folder: RunFolder, base: Recipe,
     metrics = read_json(folder.metrics) if folder.metrics.is_file() else {}
     metric = base.training.metric_for_best_model
     value = metrics.get("best_metric") if metrics.get("best_metric") is not None else metrics.get(metric)
-    return Trial(number, values, value, metrics.get("best_step"), metrics.get("train_runtime_s"), status, str(folder.root))
+    return Trial(
+        number, values, value, metrics.get("best_step"), metrics.get("train_runtime_s"), status, str(folder.root)
+    )
 
 
 def _run_random(space: list[Dimension], trials: int, seed: int, make, base: Recipe, root: Path) -> list[Trial]:

@@ -83,10 +83,15 @@ def check_resumable(saved: Recipe, recipe: Recipe) -> None:
     """Refuse to resume with a recipe that would train differently from the one the checkpoints come from."""
     from llm_tune.recipe.diff import differences
 
-    changed = {key: values for key, values in differences(saved, recipe).items() if not key.startswith(RESUMABLE_CHANGES)}
+    changed = {
+        key: values for key, values in differences(saved, recipe).items() if not key.startswith(RESUMABLE_CHANGES)
+    }
     if changed:
         raise UserError(
-            *(f"training.resume: {key} was {old!r} in the checkpointed run, now {new!r}" for key, (old, new) in changed.items()),
+            *(
+                f"training.resume: {key} was {old!r} in the checkpointed run, now {new!r}"
+                for key, (old, new) in changed.items()
+            ),
             "training.resume: resuming would not continue the same training; restore those keys, or start a new run"
             " (drop training.resume, or choose another output_dir)",
         )

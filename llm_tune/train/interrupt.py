@@ -73,7 +73,9 @@ class GracefulStop:
         if self.stopped_at is None:
             return
         name = self.signal_name or "a signal on another rank"
-        say(f"stopped by {name} at step {self.stopped_at}; checkpoint saved in {checkpoints / f'checkpoint-{self.stopped_at}'}")
+        say(
+            f"stopped by {name} at step {self.stopped_at}; checkpoint saved in {checkpoints / f'checkpoint-{self.stopped_at}'}"
+        )
         say(f"resume with: {resume_command()}")
         raise SystemExit(EXIT_CODE)
 

@@ -28,11 +28,11 @@ SHARDED = ("FSDP", "DEEPSPEED")
 class Launch:
     """What a launch asks for, flags over config file as `accelerate launch` merges them."""
 
-    source: str                      # the config file or command, for messages
-    distributed_type: str = "NO"     # accelerate's DistributedType value: NO, MULTI_GPU, FSDP, DEEPSPEED, ...
-    num_processes: int = 1           # in total, over all machines
+    source: str  # the config file or command, for messages
+    distributed_type: str = "NO"  # accelerate's DistributedType value: NO, MULTI_GPU, FSDP, DEEPSPEED, ...
+    num_processes: int = 1  # in total, over all machines
     num_machines: int = 1
-    mixed_precision: str = "no"      # no, bf16, fp16, fp8
+    mixed_precision: str = "no"  # no, bf16, fp16, fp8
     use_cpu: bool = False
     fsdp: dict[str, Any] = field(default_factory=dict)
     deepspeed: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +69,9 @@ def parse_launch(argv: list[str], source: str | None = None) -> Launch:
             args = launch_command_parser().parse_args(argv)
     except SystemExit:
         lines = [line for line in said.getvalue().splitlines() if line.strip()]
-        raise UserError(f"`accelerate launch {shlex.join(argv)}`: {lines[-1] if lines else 'not a valid launch'}") from None
+        raise UserError(
+            f"`accelerate launch {shlex.join(argv)}`: {lines[-1] if lines else 'not a valid launch'}"
+        ) from None
     config_path = args.config_file or (default_config_file if os.path.isfile(default_config_file) else None)
     config = None
     if config_path is not None:

@@ -25,9 +25,9 @@ class Hardware:
     """What the checks need to know about this machine and its libraries."""
 
     gpus: int
-    bf16: bool                       # the GPUs (or, without GPUs, the CPU) compute bfloat16 natively
-    accelerate: tuple[int, int]      # installed accelerate (major, minor)
-    deepspeed: bool                  # deepspeed importable
+    bf16: bool  # the GPUs (or, without GPUs, the CPU) compute bfloat16 natively
+    accelerate: tuple[int, int]  # installed accelerate (major, minor)
+    deepspeed: bool  # deepspeed importable
 
     @classmethod
     def here(cls) -> Hardware:
@@ -39,7 +39,9 @@ class Hardware:
         from llm_tune.model.loading import native_bf16
 
         major, minor = (int(p) for p in accelerate.__version__.split(".")[:2])
-        return cls(torch.cuda.device_count(), native_bf16(), (major, minor), importlib.util.find_spec("deepspeed") is not None)
+        return cls(
+            torch.cuda.device_count(), native_bf16(), (major, minor), importlib.util.find_spec("deepspeed") is not None
+        )
 
 
 def launch_findings(recipe: Recipe, launch: Launch, hw: Hardware) -> tuple[list[str], list[str]]:
@@ -59,10 +61,14 @@ def _sharding_needs_gpus(recipe: Recipe, launch: Launch, hw: Hardware) -> str | 
         return None
     where = "with use_cpu" if launch.use_cpu else "on this machine without GPUs"
     if launch.distributed_type == "FSDP":
-        return (f"distributed_type FSDP {where}: accelerate assigns FSDP only on GPU-type setups, so this would"
-                f" train plain DDP (a whole model copy per process, nothing sharded); on CPUs use {WORKING_CPU_LAUNCH}")
-    return (f"distributed_type DEEPSPEED {where}: DeepSpeed does not train on a CPU through the Trainer (it stops at"
-            f" start); on CPUs use {WORKING_CPU_LAUNCH}")
+        return (
+            f"distributed_type FSDP {where}: accelerate assigns FSDP only on GPU-type setups, so this would"
+            f" train plain DDP (a whole model copy per process, nothing sharded); on CPUs use {WORKING_CPU_LAUNCH}"
+        )
+    return (
+        f"distributed_type DEEPSPEED {where}: DeepSpeed does not train on a CPU through the Trainer (it stops at"
+        f" start); on CPUs use {WORKING_CPU_LAUNCH}"
+    )
 
 
 def _processes_and_devices(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
@@ -71,8 +77,10 @@ def _processes_and_devices(recipe: Recipe, launch: Launch, hw: Hardware) -> str 
     per_machine = launch.processes_per_machine
     if launch.use_cpu or launch.distributed_type == "NO" or hw.gpus == 0 or per_machine <= hw.gpus:
         return None
-    return (f"num_processes {launch.num_processes} ({per_machine} per machine) but this machine has {hw.gpus} GPU(s):"
-            f" several processes would share a GPU; pass --num_processes {hw.gpus * launch.num_machines}")
+    return (
+        f"num_processes {launch.num_processes} ({per_machine} per machine) but this machine has {hw.gpus} GPU(s):"
+        f" several processes would share a GPU; pass --num_processes {hw.gpus * launch.num_machines}"
+    )
 
 
 def _deepspeed_installed(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
@@ -96,9 +104,11 @@ def _mixed_precision(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None
     why = {"bf16": "under bfloat16 autocast", "no": "without autocast"}[wanted]
     if recipe.model.dtype == "auto":
         why += " on this machine (" + ("it computes bfloat16 natively" if hw.bf16 else "no native bfloat16") + ")"
-    return (f"mixed_precision {launch.mixed_precision} contradicts model.dtype {recipe.model.dtype}, which trains {why}"
-            f" (llm_tune never computes in fp16 or fp8), and the config's autocast would win silently; set"
-            f" mixed_precision: {wanted} in the config or pass --mixed_precision {wanted}")
+    return (
+        f"mixed_precision {launch.mixed_precision} contradicts model.dtype {recipe.model.dtype}, which trains {why}"
+        f" (llm_tune never computes in fp16 or fp8), and the config's autocast would win silently; set"
+        f" mixed_precision: {wanted} in the config or pass --mixed_precision {wanted}"
+    )
 
 
 def _eight_bit(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
@@ -111,8 +121,10 @@ def _eight_bit(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
     except (OSError, ValueError):
         return None
     if quant.get("load_in_8bit") or quant.get("quant_method") == "bitsandbytes" and "8" in str(quant.get("bits", "")):
-        return (f"model.name_or_path: {recipe.model.name_or_path} holds bitsandbytes 8-bit weights, which FSDP cannot"
-                f" shard; use the unquantized model (qlora for a 4-bit base) or a DDP config")
+        return (
+            f"model.name_or_path: {recipe.model.name_or_path} holds bitsandbytes 8-bit weights, which FSDP cannot"
+            f" shard; use the unquantized model (qlora for a 4-bit base) or a DDP config"
+        )
     return None
 
 
@@ -127,26 +139,32 @@ def _qlora_storage(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
     storage = model_dtype if four_bit.bnb_4bit_compute_dtype == "auto" else four_bit.bnb_4bit_compute_dtype
     if storage == model_dtype:
         return None
-    return (f"strategy.bnb_4bit_compute_dtype {storage} is the 4-bit weights' storage dtype, but model.dtype"
-            f" {recipe.model.dtype} loads the other weights and the LoRA weights in {model_dtype}: sharding needs one"
-            f" dtype; set model.dtype: {storage} (or bnb_4bit_compute_dtype: auto)")
+    return (
+        f"strategy.bnb_4bit_compute_dtype {storage} is the 4-bit weights' storage dtype, but model.dtype"
+        f" {recipe.model.dtype} loads the other weights and the LoRA weights in {model_dtype}: sharding needs one"
+        f" dtype; set model.dtype: {storage} (or bnb_4bit_compute_dtype: auto)"
+    )
 
 
 def _fsdp2_resume(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
     if launch.fsdp_version != 2 or not recipe.adapter or hw.accelerate >= FSDP2_RESUME_FIXED:
         return None
     have = ".".join(map(str, hw.accelerate))
-    return (f"FSDP2 with a LoRA adapter on accelerate {have}: resuming from its checkpoints silently resets most of"
-            f" each adapter tensor to its initial values (fixed in accelerate 1.16, PR #4206); pip install"
-            f" 'accelerate>=1.16'")
+    return (
+        f"FSDP2 with a LoRA adapter on accelerate {have}: resuming from its checkpoints silently resets most of"
+        f" each adapter tensor to its initial values (fixed in accelerate 1.16, PR #4206); pip install"
+        f" 'accelerate>=1.16'"
+    )
 
 
 def _zero3_gathers(recipe: Recipe, launch: Launch, hw: Hardware) -> str | None:
     if launch.zero_stage != 3 or _flag(launch.deepspeed.get("zero3_save_16bit_model")):
         return None
     head = " (a sequence-classification head is saved as a zero-size tensor, peft#2450)" if recipe.sequence_head else ""
-    return (f"ZeRO-3 without zero3_save_16bit_model: the run folder would get each rank's empty weight shards, not"
-            f" whole weights{head}; set deepspeed_config.zero3_save_16bit_model: true")
+    return (
+        f"ZeRO-3 without zero3_save_16bit_model: the run folder would get each rank's empty weight shards, not"
+        f" whole weights{head}; set deepspeed_config.zero3_save_16bit_model: true"
+    )
 
 
 def _flag(value: Any) -> bool:
@@ -156,8 +174,10 @@ def _flag(value: Any) -> bool:
 def _warnings(recipe: Recipe, launch: Launch, hw: Hardware) -> list[str]:
     found = []
     if launch.use_cpu and launch.processes_per_machine > (os.cpu_count() or 1):
-        found.append(f"{launch.source}: {launch.processes_per_machine} processes on {os.cpu_count()} CPU cores:"
-                     " they take turns on the cores, which is slower than fewer processes")
+        found.append(
+            f"{launch.source}: {launch.processes_per_machine} processes on {os.cpu_count()} CPU cores:"
+            " they take turns on the cores, which is slower than fewer processes"
+        )
     return found
 
 
@@ -173,14 +193,18 @@ def batch_remainder_warning(rows: int, recipe: Recipe, launch: Launch) -> str | 
     parts = []
     repeated = -rows % per_round
     if launch.num_processes > 1 and repeated:
-        parts.append(f"accelerate completes the last round of batches with {repeated} row(s) from the start of the data,"
-                     f" which count twice per epoch")
+        parts.append(
+            f"accelerate completes the last round of batches with {repeated} row(s) from the start of the data,"
+            f" which count twice per epoch"
+        )
     rounds = -(-rows // per_round)
     last = rounds % t.gradient_accumulation_steps or t.gradient_accumulation_steps
     padded = launch.num_processes > 1  # the last round is completed to full batches
     last_rows = last * per_round if padded else rows - (rounds - last) * per_round
     if last_rows != global_batch:
         parts.append(f"each epoch's last optimizer step averages {last_rows} row(s), the others {global_batch}")
-    return (f"{rows} train rows do not divide into global batches of {global_batch} (per_device_train_batch_size"
-            f" {t.per_device_train_batch_size} x gradient_accumulation_steps {t.gradient_accumulation_steps} x"
-            f" {launch.num_processes} process{'es' * (launch.num_processes != 1)}): " + "; ".join(parts))
+    return (
+        f"{rows} train rows do not divide into global batches of {global_batch} (per_device_train_batch_size"
+        f" {t.per_device_train_batch_size} x gradient_accumulation_steps {t.gradient_accumulation_steps} x"
+        f" {launch.num_processes} process{'es' * (launch.num_processes != 1)}): " + "; ".join(parts)
+    )

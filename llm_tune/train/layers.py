@@ -40,7 +40,8 @@ def layerwise_groups(model: Any, lr: float, decay: float, weight_decay: float, d
         index = layer.get(id(param))
         rate = lr if index is None else lr * decay ** (top - index)
         group = groups.setdefault(
-            (index, name in decayed), {"params": [], "lr": rate, "weight_decay": weight_decay if name in decayed else 0.0}
+            (index, name in decayed),
+            {"params": [], "lr": rate, "weight_decay": weight_decay if name in decayed else 0.0},
         )
         group["params"].append(param)
     return list(groups.values())
@@ -73,7 +74,9 @@ class LayerwiseRates:
             return self.optimizer
         opt_model = self.model if model is None else model
         decayed = set(self.get_decay_parameter_names(opt_model))
-        groups = layerwise_groups(opt_model, self.args.learning_rate, self.layerwise_lr_decay, self.args.weight_decay, decayed)
+        groups = layerwise_groups(
+            opt_model, self.args.learning_rate, self.layerwise_lr_decay, self.args.weight_decay, decayed
+        )
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **kwargs)
         if self.is_world_process_zero():
@@ -114,4 +117,6 @@ class UnfreezeOnSchedule(TrainerCallback):
             self.blocks[index].requires_grad_(True)
             self.training += 1
             if state.is_world_process_zero:
-                say(f"step {state.global_step}: block {index} starts training ({self.training} of {len(self.blocks)} blocks)")
+                say(
+                    f"step {state.global_step}: block {index} starts training ({self.training} of {len(self.blocks)} blocks)"
+                )

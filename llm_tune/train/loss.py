@@ -55,7 +55,9 @@ class LabelOnlyLoss:
     """A mixin over TRL's SFTTrainer that replaces its compute_loss with `label_only_loss`, keeping what the
     trainer logs (loss, mean token accuracy) and how the loss is normalized across accumulation steps and ranks."""
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ):
         loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch, getattr(self, "token_weight", None))
         # As in Trainer.compute_loss: num_items_in_batch counts every rank's tokens, and DDP averages gradients.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

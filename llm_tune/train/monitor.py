@@ -50,7 +50,13 @@ class ClassifierEvaluation:
             scores.setdefault("accuracy", scores.get("subset_accuracy"))  # multi_label: the whole set right
         else:
             probs = label_probabilities(
-                self.model, self.processing_class, rows.prompts, rows.labels, rows.head, rows.batch_size, rows.max_length,
+                self.model,
+                self.processing_class,
+                rows.prompts,
+                rows.labels,
+                rows.head,
+                rows.batch_size,
+                rows.max_length,
                 rows.autocast,
             )
             scores = classification_metrics(probs, rows.truth, rows.labels)

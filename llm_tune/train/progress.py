@@ -61,8 +61,10 @@ class PlainProgress(TrainerCallback):
         rate = (state.num_input_tokens_seen - self.tokens_at_start) / seconds if seconds else 0.0
         done = step - self.steps_at_start
         eta = (total - step) * seconds / done if done else 0.0
-        return (f"step {step}/{total} ({100 * step / total:.0f}%), loss {logs['loss']:.4g}, lr"
-                f" {logs.get('learning_rate', 0):.2e}, {rate:.0f} tokens/s, elapsed {_clock(seconds)}, ETA {_clock(eta)}")
+        return (
+            f"step {step}/{total} ({100 * step / total:.0f}%), loss {logs['loss']:.4g}, lr"
+            f" {logs.get('learning_rate', 0):.2e}, {rate:.0f} tokens/s, elapsed {_clock(seconds)}, ETA {_clock(eta)}"
+        )
 
 
 def _clock(seconds: float) -> str:
@@ -103,10 +105,14 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     length = f"{steps} steps" if steps else f"{t.num_train_epochs:g} epochs"
     processes = f" x {world} processes" if world > 1 else ""
     say(f"model     {recipe.model.name_or_path}, {describe_device(recipe.model)}")
-    say(f"strategy  {recipe.strategy.kind}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+    say(
+        f"strategy  {recipe.strategy.kind}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)"
+    )
     say(f"data      {len(splits.train):,} {data.format} rows{head}{tokens}{validation}")
-    say(f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
-        f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}")
+    say(
+        f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
+        f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}"
+    )
     for note in splits.notes:  # truncated or skipped rows, the head's initialisation
         say(note)
     if warning := idle_cores_warning(world):
@@ -131,11 +137,15 @@ _CONTENTS = (
 
 def run_ending(out: Any, metrics: dict[str, Any]) -> None:
     """The lines that close a run: how it went, and where everything went."""
-    scores = [f"{k} {metrics[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_accuracy") if metrics.get(k) is not None]
+    scores = [
+        f"{k} {metrics[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_accuracy") if metrics.get(k) is not None
+    ]
     if metrics.get("best_step") is not None:
         scores.append(f"best checkpoint: step {metrics['best_step']}")
-    say(f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s ({metrics['tokens_per_s']:.0f}"
-        f" tokens/s); {', '.join(scores)}")
+    say(
+        f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s ({metrics['tokens_per_s']:.0f}"
+        f" tokens/s); {', '.join(scores)}"
+    )
     say(WARNINGS.summary())
     found = [text for name, text in _CONTENTS if (out.root / name).exists()]
     say(f"run folder {out.root}: {', '.join(found)}")

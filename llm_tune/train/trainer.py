@@ -120,7 +120,11 @@ def build_trainer(
     else:
         train, validation = (_tokenized(recipe, tokenizer, splits, name) for name in ("train", "validation"))
         trainer = trainer_class(recipe)(
-            model=model, args=args, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=validation,
+            processing_class=tokenizer,
         )
         if recipe.is_classification and recipe.classification.class_weights is not None:
             trainer.token_weight = _answer_token_weight(recipe, tokenizer, trainer.train_dataset)
