@@ -16,7 +16,7 @@ cd "$(git rev-parse --show-toplevel)"
 rm -rf .whl && mkdir -p .whl
 wheels=(
   transformers==5.25.0 accelerate==1.16.0 peft==0.21.2 trl==1.16.0 datasets==5.2.0 bitsandbytes==0.50.2
-  evaluate==0.4.6 gguf==0.19.0 dill==0.4.0 multiprocess==0.70.18 fsspec==2026.9.0 regex==2026.11.19
+  gguf==0.19.0 dill==0.4.0 multiprocess==0.70.18 fsspec==2026.9.0 regex==2026.11.19
   huggingface_hub==2.4.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 kernels==0.19.1 tomlkit==0.15.3
   pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 )

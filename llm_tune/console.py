@@ -69,7 +69,7 @@ class WarningLog:
     wait in memory; `write_to` then keeps OUTPUT_DIR/warnings.log up to date."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], dict] = {}
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
         self.path: Any = None
         self.shown = 0
 

@@ -51,7 +51,7 @@ class _UniqueKeys(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one
     silently, so a second `training:` section would replace the first."""
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             lines: dict[Any, int] = {}
             for key_node, _ in node.value:
