@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -257,10 +256,13 @@ def _cases(tiny: Path, data: Path) -> dict[str, Case]:
 
 @pytest.fixture(scope="module")
 def bad_results(tiny_model, data_dir, tmp_path_factory):
+    """Each case in-process (test_bad_input's runner), one after another: none of them loads a model."""
     root = tmp_path_factory.mktemp("bad-preference")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, name, case, root) for name, case in _cases(tiny_model, data_dir).items()}
-    return {name: future.result() for name, future in futures.items()}
+    results = {}
+    for name, case in _cases(tiny_model, data_dir).items():
+        done, unchanged = _run(case, root / name)
+        results[name] = (case, done, root / name if unchanged else root / name / "CHANGED")
+    return results
 
 
 @pytest.mark.parametrize("name", list(_cases(Path("m"), Path("d"))))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.data.formats import Splits, _pair, keep_good_rows, prompt_ids, read_rows, with_system
+from llm_tune.data.formats import Splits, _pair, keep_good_rows, read_rows, with_system
+from llm_tune.data.prompts import prompt_ids
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import DataConfig
 

@@ -72,7 +72,7 @@ def validation_prompts(job: Job) -> list[list[int]]:
     from pathlib import Path
 
     from llm_tune.classification.scoring import classification_rows
-    from llm_tune.data.formats import prompt_ids
+    from llm_tune.data.prompts import prompt_ids
 
     spec = job.recipe.data.validation
     if spec is None or not Path(spec).is_file():

@@ -36,7 +36,7 @@ class Hardware:
         import accelerate
         import torch
 
-        from llm_tune.model.loading import native_bf16
+        from llm_tune.model.precision import native_bf16
 
         major, minor = (int(p) for p in accelerate.__version__.split(".")[:2])
         return cls(

@@ -188,6 +188,9 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
                         assistant_only=data.format == "chat" and not data.train_on_prompt, max_length=data.max_length,
                         packing=recipe.training.packing)  # fmt: skip
     splits.lengths[name] = done.lengths
+    if len(done.dataset) == 0:
+        where = getattr(data, name) or "data.validation_fraction"
+        raise UserError(f"{where}: no row keeps a trained token after truncation; raise data.max_length")
     if note := truncation_note(name, done, data.max_length):
         splits.notes.append(note)
     return done.dataset
