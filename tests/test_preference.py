@@ -295,7 +295,7 @@ def test_method_switches_on_the_shipped_recipe_keep_only_that_methods_keys(pairs
 
 def test_reward_accuracy_can_pick_the_best_checkpoint_of_a_preference_run_only(pairs):
     data = [f"data.train={pairs / 'train.jsonl'}", f"data.validation={pairs / 'val.jsonl'}"]
-    best = ["training.metric_for_best_model=eval_rewards/accuracies", "training.early_stopping_threshold=0.0"]
+    best = ["training.metric_for_best_model=eval_rewards/accuracies"]
     resolved = yaml.safe_load(run_cli("validate", "recipes/dpo.yaml", *data, *best).stdout)
     assert resolved["training"]["metric_for_best_model"] == "eval_rewards/accuracies"
     done = run_cli("validate", "recipes/instruct-lora.yaml", best[0], check=False)
