@@ -279,7 +279,7 @@ def test_bad_preference_input_is_one_clear_error(bad_results, name):
 
 
 def test_method_switches_on_the_shipped_recipe_keep_only_that_methods_keys(pairs):
-    from llm_tune.recipe.schema import PREFERENCE_METHODS
+    from llm_tune.recipe.preference import PREFERENCE_METHODS
 
     data = [f"data.train={pairs / 'train.jsonl'}", f"data.validation={pairs / 'val.jsonl'}"]
     for method, cls in PREFERENCE_METHODS.items():

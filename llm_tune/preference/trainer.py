@@ -9,7 +9,8 @@ import warnings
 from typing import Any
 
 from llm_tune.console import say
-from llm_tune.recipe.schema import DpoConfig, KtoConfig, OrpoConfig, Recipe, SimpoConfig
+from llm_tune.recipe.preference import DpoConfig, KtoConfig, OrpoConfig, SimpoConfig
+from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
 
 

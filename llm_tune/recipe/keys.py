@@ -12,7 +12,8 @@ from pydantic_core import PydanticUndefined
 
 from llm_tune.errors import UserError
 from llm_tune.recipe.loading import TAGGED
-from llm_tune.recipe.schema import Recipe, Section
+from llm_tune.recipe.schema import Recipe
+from llm_tune.recipe.section import Section
 
 
 def key_lines(section: str | None = None) -> list[str]:

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llm_tune.errors import UserError
-from llm_tune.recipe.schema import PREFERENCE_METHODS, STRATEGIES, Recipe
+from llm_tune.recipe.preference import PREFERENCE_METHODS
+from llm_tune.recipe.schema import STRATEGIES, Recipe
 
 # Sections typed by a tag key: (tag, {tag value: class}, default tag). Changing the tag drops the keys the new
 # class does not take, so `preference.method=kto` works on a DPO recipe as `strategy.kind=full` on a LoRA one.
