@@ -99,6 +99,10 @@ def test_multi_label_thresholds_are_tuned_saved_and_used(runs):
         assert (f"{label} {probability:.4f}" in shown) == (label in row["prediction"])
     page = (out / "report.html").read_text()
     assert "micro-F1" in page and (out / "report" / "per_class_f1.png").is_file()
+    # The merged export says what its outputs are: transformers' pipelines pick sigmoid or softmax by it.
+    run_cli("export", out, "--merge")
+    config = json.loads((out / "export" / "merged" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
 
 
 def test_regression_on_pairs_records_its_scale_and_scores_on_the_true_scale(runs):
@@ -120,6 +124,8 @@ def test_regression_on_pairs_records_its_scale_and_scores_on_the_true_scale(runs
     missing = run_cli("predict", out, "--text", first["text"], check=False)
     assert missing.returncode == 2 and "--text-pair" in missing.stderr
     assert (out / "report" / "prediction_vs_truth.png").is_file()
+    run_cli("export", out, "--merge")
+    assert json.loads((out / "export" / "merged" / "config.json").read_text())["problem_type"] == "regression"
 
 
 def test_the_pair_text_is_rendered_into_the_prompt():

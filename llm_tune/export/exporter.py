@@ -248,6 +248,8 @@ def _save_model(job: Job, model: Any, tmp: Path) -> None:
         quantizer.remove_quantization_config(model)
     model.config.use_cache = True
     model.config.pad_token_id = job.tokenizer.pad_token_id
+    if job.recipe.sequence_head:  # a LoRA base's config has none: pipelines read it to pick softmax or sigmoid
+        model.config.problem_type = job.recipe.problem_type
     model.save_pretrained(tmp, max_shard_size=job.options.max_shard_size)
     _support_files(job, tmp)
 

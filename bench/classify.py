@@ -1,0 +1,190 @@
+"""Classification beyond one label: the shipped recipes' scores and the class-weight, calibration and folded-GGUF checks.
+
+Every number comes from a real run of `python -m llm_tune` on SmolLM2-135M-Instruct with the shared public data
+(../shared/data, see its README), scored by the run's own end-of-training evaluation on the validation split:
+
+- multilabel: recipes/multilabel.yaml on GoEmotions; validation micro-/macro-F1 and training minutes.
+- regression: recipes/regression.yaml on STS-B sentence pairs; validation Pearson/Spearman and training minutes.
+- weights: recipes/sentiment.yaml on a seeded SST-2 sample with 10% positives, with and without
+  classification.class_weights=balanced (both with classification.calibrate=true); the minority (positive) class's
+  recall on SST-2's balanced validation split, and the expected calibration error before/after temperature scaling.
+- gguf: `export RUN --format gguf` on the unweighted run: the folded classifier reloaded from the GGUF file against
+  the run's classifier on the validation rows (prediction agreement, largest probability difference).
+
+    python bench/classify.py                       # every section, one after the other (run it on a quiet machine)
+    python bench/classify.py --sections weights gguf
+
+Prints a table and writes bench/results/classify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SECTIONS = ("multilabel", "regression", "weights", "gguf")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def llm_tune(*args: str) -> float:
+    """Run `python -m llm_tune ARGS` here; the wall minutes. A failure stops the benchmark with its output's tail."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "llm_tune", *args], cwd=ROOT, env=_env(), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"llm_tune {' '.join(args)} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    return (time.perf_counter() - started) / 60
+
+
+def train(recipe: str, out: Path, *overrides: str) -> dict[str, Any]:
+    wall = llm_tune(recipe, f"output_dir={out}", "training.report_to=none", *overrides)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["wall_minutes"] = wall
+    return metrics
+
+
+def multilabel(work: Path) -> dict[str, Any]:
+    m = train("recipes/multilabel.yaml", work / "multilabel")
+    return {
+        "micro_f1": m["eval_micro_f1"],
+        "macro_f1": m["eval_macro_f1"],
+        "subset_accuracy": m["eval_subset_accuracy"],
+        "train_minutes": m["train_runtime_s"] / 60,
+        "wall_minutes": m["wall_minutes"],
+    }
+
+
+def regression(work: Path) -> dict[str, Any]:
+    m = train("recipes/regression.yaml", work / "regression")
+    return {
+        "pearson": m["eval_pearson"],
+        "spearman": m["eval_spearman"],
+        "mse": m["eval_mse"],
+        "train_minutes": m["train_runtime_s"] / 60,
+        "wall_minutes": m["wall_minutes"],
+    }
+
+
+def imbalanced_sample(dst: Path, rows: int, positive_share: float, seed: int) -> Path:
+    """`rows` SST-2 train rows of which `positive_share` are positive, drawn with a seeded RNG."""
+    lines = (DATA / "sst2" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    by_label: dict[str, list[str]] = {"positive": [], "negative": []}
+    for line in lines:
+        by_label[json.loads(line)["label"]].append(line)
+    rng = random.Random(seed)
+    positives = round(rows * positive_share)
+    chosen = rng.sample(by_label["positive"], positives) + rng.sample(by_label["negative"], rows - positives)
+    rng.shuffle(chosen)
+    dst.write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return dst
+
+
+def weights(work: Path, rows: int, epochs: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    train_file = imbalanced_sample(work / "sst2-10pct-positive.jsonl", rows, 0.10, seed=0)
+    common = (
+        f"data.train={train_file}",
+        f"data.validation={DATA / 'sst2' / 'validation.jsonl'}",
+        f"training.num_train_epochs={epochs}",
+        "classification.calibrate=true",
+    )
+    result: dict[str, Any] = {"train_rows": rows, "positive_share": 0.10, "epochs": epochs}
+    for name, extra in (("unweighted", ()), ("balanced", ("classification.class_weights=balanced",))):
+        out = work / name
+        m = train("recipes/sentiment.yaml", out, *common, *extra)
+        scores = json.loads((out / "eval" / "metrics.json").read_text())
+        labels = scores["labels"]
+        result[name] = {
+            "positive_recall": scores["recall"][labels.index("positive")],
+            "negative_recall": scores["recall"][labels.index("negative")],
+            "accuracy": m["eval_accuracy"],
+            "macro_f1": m["eval_macro_f1"],
+            "ece_before": m["eval_ece_before"],
+            "ece_after": m["eval_ece"],
+            "temperature": m["temperature"],
+            "train_minutes": m["train_runtime_s"] / 60,
+            "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+        }
+    return result
+
+
+def gguf(run: Path) -> dict[str, Any]:
+    if not (run / "metrics.json").is_file():
+        raise SystemExit(f"{run}: no finished run to export; run the weights section first")
+    wall = llm_tune("export", str(run), "--format", "gguf")
+    checks = json.loads(next((run / "export" / "gguf").rglob("verification.json")).read_text())
+    found = {name: check for name, check in checks.get("checks", checks).items() if isinstance(check, dict)}
+    return {"run": str(run), "wall_minutes": wall, "checks": found}
+
+
+def show(results: dict[str, Any]) -> None:
+    if "multilabel" in results:
+        r = results["multilabel"]
+        print(f"GoEmotions (recipes/multilabel.yaml): micro-F1 {r['micro_f1']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+              f"  subset accuracy {r['subset_accuracy']:.4f}  training {r['train_minutes']:.1f} min")  # fmt: skip
+    if "regression" in results:
+        r = results["regression"]
+        print(f"STS-B (recipes/regression.yaml): Pearson {r['pearson']:.4f}  Spearman {r['spearman']:.4f}"
+              f"  MSE {r['mse']:.4f}  training {r['train_minutes']:.1f} min")  # fmt: skip
+    if "weights" in results:
+        r = results["weights"]
+        print(
+            f"\nSST-2 sample, {r['train_rows']} rows with 10% positives, {r['epochs']} epoch(s); SST-2 validation (872)"
+        )
+        print(f"{'class_weights':<14} {'pos recall':>10} {'neg recall':>10} {'accuracy':>8} {'macro-F1':>8}"
+              f" {'ECE before':>10} {'ECE after':>9} {'T':>6} {'train min':>9}")  # fmt: skip
+        for name in ("unweighted", "balanced"):
+            w = r[name]
+            print(f"{name:<14} {w['positive_recall']:>10.4f} {w['negative_recall']:>10.4f} {w['accuracy']:>8.4f}"
+                  f" {w['macro_f1']:>8.4f} {w['ece_before']:>10.4f} {w['ece_after']:>9.4f} {w['temperature']:>6.3f}"
+                  f" {w['train_minutes']:>9.1f}")  # fmt: skip
+    if "gguf" in results:
+        print(f"\nfolded classifier exported to GGUF from {results['gguf']['run']}:")
+        for name, check in results["gguf"]["checks"].items():
+            if "prediction_agreement" in check:
+                print(f"  {name}: {check['rows']} rows, same prediction {check['prediction_agreement']:.2%},"
+                      f" max |p diff| {check['max_abs_probability_diff']:.3g},"
+                      f" max |label logit diff| {check['max_abs_logit_diff']:.3g}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-classify")
+    parser.add_argument("--weights-rows", type=int, default=2000, help="rows of the 10%%-positive SST-2 sample")
+    parser.add_argument("--weights-epochs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classify.json")
+    args = parser.parse_args()
+
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results: dict[str, Any] = {}
+    for section in args.sections:
+        if section == "multilabel":
+            results[section] = multilabel(args.work)
+        elif section == "regression":
+            results[section] = regression(args.work)
+        elif section == "weights":
+            results[section] = weights(args.work / "weights", args.weights_rows, args.weights_epochs)
+        else:
+            results[section] = gguf(args.work / "weights" / "unweighted")
+        print(f"done {section}", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # each section as it lands: a later failure keeps it
+        args.out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+    show(results)
+
+
+if __name__ == "__main__":
+    main()
