@@ -127,7 +127,39 @@ def gguf(run: Path) -> dict[str, Any]:
     wall = llm_tune("export", str(run), "--format", "gguf")
     checks = json.loads(next((run / "export" / "gguf").rglob("verification.json")).read_text())
     found = {name: check for name, check in checks.get("checks", checks).items() if isinstance(check, dict)}
-    return {"run": str(run), "wall_minutes": wall, "checks": found}
+    return {"run": str(run), "wall_minutes": wall, "checks": found, "against_eval": gguf_against_eval(run)}
+
+
+def gguf_against_eval(run: Path) -> dict[str, Any]:
+    """The GGUF file read back by plain transformers, scored on the validation rows (softmax over the label tokens'
+    next-token logits after the classifier's prompt), against the run's own `eval/predictions.jsonl`: the export
+    checks compare with the float32 classifier; this compares with what `eval` reported (bf16 autocast here)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(ROOT))
+    from llm_tune.classification.heads import classifier_prompt_ids, label_token_ids
+    from llm_tune.classification.scoring import classification_rows
+    from llm_tune.model.trained import load_trained
+
+    trained = load_trained(run)  # the recipe and the tokenizer the run trained with
+    recipe, tokenizer = trained.recipe, trained.tokenizer
+    del trained
+    folder = run / "export" / "gguf"
+    name = json.loads((folder / "export.json").read_text())["gguf_file"]
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    labels = recipe.classification.labels
+    tokens = [ids[0] for ids in label_token_ids(tokenizer, labels)]
+    rows = classification_rows(recipe, str(recipe.data.validation), tokenizer)
+    evaluated = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    same, worst = 0, 0.0
+    with torch.inference_mode():
+        for prompt, seen in zip(rows["prompt"], evaluated, strict=True):
+            ids = torch.tensor([classifier_prompt_ids(tokenizer, prompt, recipe.data.max_length)])
+            probs = torch.softmax(lm(input_ids=ids).logits[0, -1, tokens].float(), -1).tolist()
+            same += labels[max(range(len(labels)), key=probs.__getitem__)] == seen["prediction"]
+            worst = max(worst, *(abs(p - seen["probabilities"][label]) for label, p in zip(labels, probs)))
+    return {"rows": len(evaluated), "prediction_agreement": same / len(evaluated), "max_abs_probability_diff": worst}
 
 
 def show(results: dict[str, Any]) -> None:
@@ -158,6 +190,9 @@ def show(results: dict[str, Any]) -> None:
                 print(f"  {name}: {check['rows']} rows, same prediction {check['prediction_agreement']:.2%},"
                       f" max |p diff| {check['max_abs_probability_diff']:.3g},"
                       f" max |label logit diff| {check['max_abs_logit_diff']:.3g}")  # fmt: skip
+        e = results["gguf"]["against_eval"]
+        print(f"  GGUF read back by transformers vs the run's eval/predictions.jsonl: {e['rows']} rows, same prediction"
+              f" {e['prediction_agreement']:.2%}, max |p diff| {e['max_abs_probability_diff']:.3g}")  # fmt: skip
 
 
 def main() -> None:
@@ -166,6 +201,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-classify")
     parser.add_argument("--weights-rows", type=int, default=2000, help="rows of the 10%%-positive SST-2 sample")
     parser.add_argument("--weights-epochs", type=int, default=1)
+    parser.add_argument("--gguf-eval-only", action="store_true", help="gguf: compare an existing export with eval")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classify.json")
     args = parser.parse_args()
 
@@ -178,6 +214,9 @@ def main() -> None:
             results[section] = regression(args.work)
         elif section == "weights":
             results[section] = weights(args.work / "weights", args.weights_rows, args.weights_epochs)
+        elif args.gguf_eval_only:  # the export is there already: only the comparison with the run's eval
+            run = args.work / "weights" / "unweighted"
+            results[section] = {**previous.get("gguf", {}), "against_eval": gguf_against_eval(run)}
         else:
             results[section] = gguf(args.work / "weights" / "unweighted")
         print(f"done {section}", flush=True)
