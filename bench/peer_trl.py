@@ -1,9 +1,10 @@
-"""The peer of bench/speed.py: LoRA SFT as a user would write it with TRL alone, on a CPU.
+"""The peer of bench/speed.py: LoRA SFT (or DPO, --format preference) as a user would write it with TRL alone, on a CPU.
 
 TRL's defaults throughout (gradient checkpointing on, bf16 autocast where the CPU has it, no packing, loss on the
 completion) plus peft's defaults (lora_dropout 0) for the adapter shape llm_tune trains (r 16, alpha 32,
 all-linear); the only switch is use_cpu=True, with which TRL keeps its bf16 default on a CPU. --no-checkpointing
-is the second peer row: what a user who reads the docs also turns off. --epochs trains whole epochs (the same
+is the second peer row: what a user who reads the docs also turns off. --format preference trains DPOTrainer with
+DPOConfig's defaults the same way (its rows are TRL's conversational {prompt, chosen, rejected} as they are). --epochs trains whole epochs (the same
 rows as llm_tune's run of the same epochs); --steps caps the run instead.
 
     python bench/peer_trl.py --model models/SmolLM2-135M-Instruct --data rows.jsonl --format alpaca \
@@ -25,6 +26,8 @@ def to_row(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     """One JSONL row as TRL's conversational prompt/completion (alpaca, classification) or messages (chat)."""
     if fmt == "chat":
         return {"messages": row["messages"]}
+    if fmt == "preference":
+        return {key: row[key] for key in ("prompt", "chosen", "rejected")}
     if fmt == "alpaca":
         user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         answer = row["output"]
@@ -37,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag in ("--model", "--data", "--out"):
         parser.add_argument(flag, required=True)
-    parser.add_argument("--format", choices=["alpaca", "chat", "classification"], required=True)
+    parser.add_argument("--format", choices=["alpaca", "chat", "classification", "preference"], required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=-1, help="a step cap; -1 (default): --epochs whole epochs")
@@ -49,7 +52,7 @@ def main() -> None:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     with open(args.data, encoding="utf-8") as f:
         rows = [to_row(json.loads(line), args.format) for line in f if line.strip()]
@@ -63,8 +66,11 @@ def main() -> None:
     )  # fmt: skip
     if args.no_checkpointing:
         shape["gradient_checkpointing"] = False
-    config = SFTConfig(**shape)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), peft_config=lora)
+    preference = args.format == "preference"
+    config = (DPOConfig if preference else SFTConfig)(**shape)
+    trainer = (DPOTrainer if preference else SFTTrainer)(
+        model=model, args=config, train_dataset=Dataset.from_list(rows), peft_config=lora
+    )
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llm_tune.console import fail, quiet_libraries
+from llm_tune.console import fail, quiet_libraries, say
 from llm_tune.errors import UserError
 
 
@@ -119,9 +119,14 @@ def _generation_commands(sub: Any) -> None:
     generate.add_argument("--file", type=Path, help="one prompt per line")
     generate.add_argument("--max-new-tokens", type=int, default=256, help="per answer (default 256)")
     generate.add_argument("--compare-base", action="store_true", help="the base model's answer beside each one")
+    generate.add_argument(
+        "--compare", action="append", default=[], type=Path, metavar="RUN",
+        help="another run or merged export whose answer goes beside each one (repeatable), e.g. the SFT run a DPO"
+        " run started from",
+    )  # fmt: skip
     generate.set_defaults(
         run=lambda a: _lazy("llm_tune.generation.commands", "generate_command")(
-            a.run_dir, _prompts(a), a.max_new_tokens, a.compare_base
+            a.run_dir, _prompts(a), a.max_new_tokens, a.compare_base, a.compare
         )
     )
     chat = sub.add_parser("chat", help="talk to a trained model, turn after turn (Ctrl-D or /exit quits)")
@@ -233,19 +238,23 @@ def _lines(path: Path) -> list[str]:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from llm_tune.recipe.checks import load_checked
+    from llm_tune.recipe.chain import load_checked_stages
     from llm_tune.recipe.loading import resolved_yaml
 
-    recipe = load_checked(args.recipe, args.overrides)
-    print(resolved_yaml(recipe), end="")
+    stages = load_checked_stages(args.recipe, args.overrides)
+    print("---\n".join(resolved_yaml(recipe) for recipe in stages), end="")
 
 
 def _train(args: argparse.Namespace) -> None:
-    from llm_tune.recipe.checks import load_checked
+    from llm_tune.recipe.chain import load_checked_stages
     from llm_tune.train.launch import check_launch
 
-    recipe = load_checked(args.recipe, args.overrides)
-    check_launch(recipe)  # a launch that cannot train as asked is refused before anything loads
+    stages = load_checked_stages(args.recipe, args.overrides)  # a chained recipe: every stage checked first
+    for recipe in stages:
+        check_launch(recipe)  # a launch that cannot train as asked is refused before anything loads
     from llm_tune.pipeline import train
 
-    train(recipe)
+    for i, recipe in enumerate(stages, 1):
+        if len(stages) > 1:
+            say(f"stage {i} of {len(stages)}: {recipe.task} into {recipe.output_dir}")
+        train(recipe)

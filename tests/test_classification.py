@@ -176,3 +176,35 @@ def test_eval_and_predict_cut_prompts_as_training_did(tiny_model, data_dir, tmp_
         expected = torch.softmax(logits.float(), -1)[0].tolist()
         assert [got[label] for label in labels] == pytest.approx(expected, abs=1e-6)
     assert max(abs(got[label] - p) for label, p in zip(labels, whole)) > 1e-4  # cutting changed the answer
+
+
+def test_the_generate_head_trains_on_the_prompt_end_it_scores(tiny_model, data_dir, tmp_path):
+    """A generate-head row whose prompt alone fills data.max_length trains on its prompt's last tokens and its whole
+    answer, the tokens eval and predict score (SFT's cut keeps the start: these rows would keep no answer token and
+    the run would stop with nothing to train)."""
+    from llm_tune.classification.heads import classifier_prompt_ids, label_token_ids
+    from llm_tune.data.formats import load_splits
+    from llm_tune.model.trained import load_trained
+    from llm_tune.train.trainer import _tokenized
+
+    story = "An endless review that says a great deal about the film, " * 8
+    labels = ["negative", "positive"] * 4
+    rows = [{"text": story + ("and it was lovely." if y == "positive" else "and it was dull."), "label": y}
+            for y in labels]  # fmt: skip
+    out = tmp_path / "run"
+    recipe = classification_recipe(tiny_model, data_dir, out, "generate", "lora", max_steps=1)
+    recipe["data"].update(train=str(write_jsonl(tmp_path / "long.jsonl", rows)), max_length=48, system_prompt="",
+                          prompt="{text}")  # fmt: skip
+    done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    assert "train: 8 of 8 rows are longer than data.max_length=48 and are truncated" in done.stdout
+    assert "left out" not in done.stdout
+
+    run = load_trained(out)
+    splits = load_splits(run.recipe.data, run.recipe.classification.labels, run.tokenizer)
+    trained = _tokenized(run.recipe, run.tokenizer, splits, "train")["input_ids"]
+    room = max(len(ids) for ids in label_token_ids(run.tokenizer, run.recipe.classification.labels))
+    for prompt, label, ids in zip(splits.train["prompt"], labels, trained):
+        kept = classifier_prompt_ids(run.tokenizer, prompt, 48, room)
+        answer = label_token_ids(run.tokenizer, [label])[0]
+        assert len(ids) <= 48 and ids[: len(kept)] == kept
+        assert ids[len(kept) : len(kept) + len(answer)] == answer

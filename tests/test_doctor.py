@@ -149,3 +149,53 @@ def test_memory_estimate_is_within_30_percent_of_a_measured_run(recipe, tmp_path
     measured = _peak_rss_gib([str(path), "training.max_steps=3", f"output_dir={tmp_path / 'run'}"])
     print(f"{recipe}: estimate {estimate:.2f} GiB, measured peak {measured:.2f} GiB")
     assert 0.7 * measured <= estimate <= 1.3 * measured, (estimate, measured)
+
+
+def _pair(i: int) -> dict:
+    return {"prompt": [{"role": "user", "content": f"Say word {i} politely" + " please" * (i % 5) + "."}],
+            "chosen": [{"role": "assistant", "content": f"Of course: word {i}."}],
+            "rejected": [{"role": "assistant", "content": f"WORD {i}!"}]}  # fmt: skip
+
+
+def test_doctor_on_a_preference_recipe_measures_its_steps(tiny_model, tmp_path):
+    """Pairs counted after the row checks (a bad pair skipped and said), prompt and answer lengths, the reference in
+    words, and the memory and time of real DPO steps, the first on the longest rows; nothing written but the JSON."""
+    rows = [_pair(i) for i in range(12)]
+    rows[3]["rejected"] = rows[3]["chosen"]  # identical answers: a bad pair
+    data = {"train": str(write_jsonl(tmp_path / "pairs.jsonl", rows)), "format": "preference", "max_length": 64,
+            "skip_bad_rows": True}  # fmt: skip
+    recipe = base_recipe(tiny_model, tmp_path, tmp_path / "run", data=data, training={"per_device_train_batch_size": 2})
+    recipe["task"] = "preference"
+    done = run_cli("doctor", write_recipe(tmp_path / "r.yaml", recipe), "--json", tmp_path / "report.json")
+    for title in ("rows (after the row checks)", "tokens per row", "memory (measured", "time (measured"):
+        assert f"\n{title}" in done.stdout, title
+    assert (
+        "  method    dpo" in done.stdout and "the base model: the same weights with the adapter disabled" in done.stdout
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["rows"] == {"train": 11} and any("1 " in note and "skipped" in note for note in report["notes"])
+    longest = max(report["tokens"]["train"]["max"], 1)
+    assert report["memory"]["rows"] == 2 and report["memory"]["tokens"] == longest
+    assert report["memory"]["peak_bytes"] > 2**20 and report["time"]["seconds_per_step"] > 0
+    assert report["time"]["steps_per_epoch"] == 6 and report["time"]["steps"] == 3
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMOLLM2.is_dir(), reason="needs the default model (make model)")
+def test_preference_memory_is_the_peak_of_a_real_run(tmp_path):
+    """recipes/dpo.yaml on the 16 longest of 64 shared pairs: doctor's measured peak (its first step on the longest
+    rows) against a real 4-step run's, which trains every one of those rows."""
+    source = ROOT.parent / "shared" / "data" / "hh_rlhf_helpful_pairs" / "train.jsonl"
+    if not source.is_file():
+        pytest.skip("needs ../shared/data/hh_rlhf_helpful_pairs")
+    pairs = [json.loads(line) for line in source.read_text().splitlines()[:64]]
+    pairs.sort(key=lambda p: -len(json.dumps(p)))
+    train = write_jsonl(tmp_path / "long.jsonl", pairs[:16])
+    args = [f"data.train={train}", "data.validation=null", "training.eval_steps=null", f"output_dir={tmp_path / 'run'}"]
+    recipe = ROOT / "recipes" / "dpo.yaml"
+    run_cli("doctor", recipe, *args, "--json", tmp_path / "report.json", timeout=1200)
+    doctor = json.loads((tmp_path / "report.json").read_text())["memory"]["peak_bytes"] / 2**30
+    measured = _peak_rss_gib([str(recipe), *args, "training.max_steps=4"])
+    print(f"dpo: doctor's measured peak {doctor:.2f} GiB, a real run's {measured:.2f} GiB")
+    assert 0.9 * measured <= doctor <= 1.3 * measured, (doctor, measured)

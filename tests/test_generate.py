@@ -104,6 +104,19 @@ def test_generate_on_a_full_run_loads_the_base_beside_it(runs, tiny_model, tmp_p
     assert first["fine-tuned"].startswith("Banana") and "Banana" not in first[f"base {tiny_model}"]
 
 
+def test_generate_compares_with_another_run(runs, tiny_model, reference):
+    """--compare RUN (e.g. the SFT run a DPO run started from) answers beside the run and its base, each as its own
+    run answers alone."""
+    alone = run_cli("generate", runs["full"], "--prompt", QUESTION, "--max-new-tokens", TOKENS).stdout
+    alone = "\n".join(line for line in alone.splitlines()[1:] if not line.startswith("[llm_tune]")).strip()
+    done = run_cli("generate", runs["lora"], "--prompt", QUESTION, "--max-new-tokens", TOKENS, "--compare-base",
+                   "--compare", runs["full"])  # fmt: skip
+    answers = _answers(done.stdout)
+    assert list(answers) == ["fine-tuned", f"base {tiny_model}", str(runs["full"])]
+    assert answers["fine-tuned"] == reference and answers[str(runs["full"])] == alone
+    assert alone.startswith("Banana")
+
+
 def test_generate_on_a_merged_export_answers_as_the_adapter_does(runs, reference):
     merged = runs["lora"] / "export" / "merged"
     assert (merged / "export.json").is_file()

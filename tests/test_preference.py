@@ -188,6 +188,58 @@ def test_the_gate_tells_the_sft_policy_from_the_base(sft_then_dpo):
     assert ": ok" in output  # reference: base asked for the base: the gap is expected, not a failure
 
 
+def test_a_chained_recipe_runs_sft_then_dpo_from_it(tiny_model, data_dir, pairs, tmp_path):
+    """One file, two YAML documents: the SFT stage, then DPO from its folder. Moving stage 1 with an override moves
+    stage 2's model.from_run; overrides without a prefix reach both stages; the DPO stage starts from the SFT
+    adapter, against the SFT policy (the gate's log-prob gap 0)."""
+    from safetensors.torch import load_file
+
+    sft = base_recipe(tiny_model, data_dir, tmp_path / "written-sft", training={"max_steps": 4, "learning_rate": 5e-2})
+    dpo = _recipe(tiny_model, data_dir, pairs, tmp_path / "dpo", "dpo")
+    dpo["model"]["from_run"] = str(tmp_path / "written-sft")
+    dpo.pop("export")
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump_all([sft, dpo], sort_keys=False))
+    moved = tmp_path / "sft"
+    done = run_cli(chain, f"stage1.output_dir={moved}", "training.logging_steps=1")
+    assert "stage 1 of 2: sft into" in done.stdout and "stage 2 of 2: preference into" in done.stdout
+    assert not (tmp_path / "written-sft").exists() and (moved / "adapter").is_dir()
+    resolved = [yaml.safe_load((run / "recipe.resolved.yaml").read_text()) for run in (moved, tmp_path / "dpo")]
+    assert resolved[1]["model"]["from_run"] == str(moved)
+    assert [r["training"]["logging_steps"] for r in resolved] == [1, 1]
+    step0 = _metrics(tmp_path / "dpo")["step0"]
+    assert step0["max_abs_policy_minus_reference_logp"] == 0.0 and abs(step0["loss"] - math.log(2)) < 1e-6
+    first, second = (load_file(run / "adapter" / "adapter_model.safetensors") for run in (moved, tmp_path / "dpo"))
+    assert first.keys() == second.keys() and any(float((first[k] - second[k]).abs().max()) > 0 for k in first)
+
+
+def test_a_chained_recipes_problems_name_their_stage(tiny_model, data_dir, pairs, tmp_path):
+    sft = base_recipe(tiny_model, data_dir, tmp_path / "sft")
+    dpo = _recipe(tiny_model, data_dir, pairs, tmp_path / "dpo", "dpo")
+    dpo["model"]["from_run"] = str(tmp_path / "sft")
+    dpo["training"]["learning_rat"] = 1e-4
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump_all([dpo, sft], sort_keys=False))
+    done = run_cli(chain, "stage3.training.max_steps=1", check=False)
+    assert (
+        done.returncode == 2
+        and f"error: override 'stage3.training.max_steps=1': {chain} has stages 1 to 2" in done.stderr
+    )
+    done = run_cli(chain, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{chain} (stage 1): training.learning_rat: unknown key (did you mean 'learning_rate'?)" in done.stderr
+    del dpo["training"]["learning_rat"]
+    chain.write_text(yaml.safe_dump_all([dpo, sft], sort_keys=False))
+    done = run_cli(chain, check=False)
+    assert (
+        f"{chain} (stage 1): model.from_run {tmp_path / 'sft'} is the output_dir of stage 2, which runs later"
+        in done.stderr
+    )
+    done = run_cli("doctor", chain, check=False)
+    assert done.returncode == 2 and "a chained recipe of 2 stages" in done.stderr
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "dpo").exists()
+
+
 def test_a_wrong_reference_fails_the_gate_with_one_line(tiny_model, data_dir, pairs, tmp_path, monkeypatch, capsys):
     """A reference that is not the starting policy (simulated: TRL's reference log-probs shifted by 0.5 nat) stops
     the run at step 0 with exit 2, one error line, and no run folder."""

@@ -114,7 +114,24 @@ LATER_EPOCH = {
         "training.eval_steps=3", "training.save_steps=3", "training.early_stopping_patience=50",
         "training.early_stopping_threshold=0.0",
     ]),
+    # DPO (the step-0 gate on the fresh start, a seeded plain shuffle): 12 pairs at batch 2, 6 steps an epoch, 12
+    # in all, validation pairs evaluated (and saved) every 3 steps.
+    "dpo": ("dpo.yaml", 6, [
+        "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=1",
+        "training.num_train_epochs=2", "training.eval_steps=3", "training.save_steps=3", "data.max_length=64",
+    ]),
 }  # fmt: skip
+
+
+def _pairs(folder: Path, n: int, offset: int = 0) -> Path:
+    """n preference pairs of different lengths (conversational, as recipes/dpo.yaml reads them)."""
+    path = folder / f"pairs-{offset}.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": f"Say word {i} politely" + " please" * (i % 4) + "."}],
+             "chosen": [{"role": "assistant", "content": f"Of course: word {i}, kindly."}],
+             "rejected": [{"role": "assistant", "content": f"WORD {i}! " * (1 + i % 3)}]}
+            for i in range(offset, offset + n)]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 @pytest.mark.parametrize("name", sorted(LATER_EPOCH))
@@ -130,6 +147,8 @@ def test_kill_in_a_later_epoch_and_resume_with_the_recipe_defaults(tmp_path, tin
         rows = (ROOT / "data" / "sentiment" / "train.jsonl").read_text().splitlines(keepends=True)
         (tmp_path / "train.jsonl").write_text("".join(rows[:48]))
         overrides.append(f"data.train={tmp_path / 'train.jsonl'}")
+    if name == "dpo":
+        overrides += [f"data.train={_pairs(tmp_path, 12)}", f"data.validation={_pairs(tmp_path, 4, offset=100)}"]
     recipe = ROOT / "recipes" / file
     run_cli(recipe, f"output_dir={tmp_path / 'whole'}", *overrides, env=cache)
 

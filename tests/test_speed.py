@@ -128,3 +128,44 @@ def test_a_run_trains_with_the_settings_its_recipe_states(tiny_model, data_dir, 
         assert args.gradient_checkpointing is checkpointing
         assert args.bf16 is False  # model.dtype: float32 is exact: no autocast
         assert args.train_sampling_strategy == "group_by_length"
+
+
+def test_preference_label_only_head_equals_trls_fused_head(tiny_model):
+    """DPO's and KTO's head on a CPU (llm_tune/preference/head.py) against TRL's fused head on the same batch: a
+    LoRA adapter with non-zero B (so its gradients are not trivially zero), left padding, prompts masked. Log-probs,
+    their gradients, and the metric fields agree to float32 rounding."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from llm_tune.preference.head import FIELDS, _patch
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    add_fused_lm_head(base, outputs=FIELDS)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora)
+    ids = torch.randint(3, base.config.vocab_size, (4, 24))
+    attention = torch.ones_like(ids)
+    attention[0, :5] = attention[2, :9] = 0  # left padding
+    labels = ids.masked_fill(attention == 0, -100)
+    labels[:, :14] = -100  # the prompt
+
+    def run() -> tuple[dict, list]:
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=attention, labels=labels, fused_lm_head=True)
+        (out.log_probs * torch.linspace(0.5, 1.5, out.log_probs.shape[1])).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return {k: getattr(out, k).detach() for k in FIELDS}, grads
+
+    trl_out, trl_grads = run()
+    _patch(base)
+    ours, our_grads = run()
+    assert (ours["log_probs"] != 0).sum() == (labels[:, 1:] != -100).sum() > 0
+    for key in ("log_probs", "entropy", "mean_logits", "log_sum_sq_probs"):
+        scale = trl_out[key].abs().max()
+        assert (ours[key] - trl_out[key]).abs().max() <= 1e-5 * scale, key
+    assert torch.equal(ours["is_top1"], trl_out["is_top1"])
+    norm = torch.sqrt(sum((g**2).sum() for g in trl_grads))
+    assert norm > 0 and all((a - b).abs().max() <= 1e-5 * norm for a, b in zip(our_grads, trl_grads))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
@@ -41,12 +43,18 @@ def tokenize_sft(
     assistant_only: bool,
     max_length: int | None,
     packing: bool,
+    cut_prompt: Callable[[list[int]], list[int]] | None = None,
 ) -> Tokenized:
-    """Prompt/completion, messages or text rows as TRL's SFTTrainer prepares them (keep_start truncation)."""
+    """Prompt/completion, messages or text rows as TRL's SFTTrainer prepares them (keep_start truncation).
+    `cut_prompt` (a generate-head classifier): prompt/completion rows lose the start of their prompt instead, as
+    the function cuts it, so training sees the tokens that eval and predict score; the answer stays whole."""
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        ids, labels = _encode(batch, tokenizer, completion_only, assistant_only)
+        ids, labels, prompt_ends = _encode(batch, tokenizer, completion_only, assistant_only)
         lengths = [len(row) for row in ids]
+        if cut_prompt is not None:
+            drops = [end - len(cut_prompt(row[:end])) for row, end in zip(ids, prompt_ends)]
+            ids, labels = [row[d:] for row, d in zip(ids, drops)], [row[d:] for row, d in zip(labels, drops)]
         if max_length is not None and not packing:  # packing chunks sequences to max_length itself
             ids, labels = [row[:max_length] for row in ids], [row[:max_length] for row in labels]
         trains = [any(x != IGNORE for x in row) for row in labels]
@@ -67,8 +75,9 @@ def tokenize_sft(
 
 def _encode(
     batch: dict[str, list[Any]], tokenizer: Any, completion_only: bool, assistant_only: bool
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids and labels (IGNORE where a token does not train) for a batch of rows of one shape."""
+) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Token ids, labels (IGNORE where a token does not train) and where each prompt ends (0 for rows without
+    one) for a batch of rows of one shape."""
     if "prompt" in batch:
         prompts, completions = batch["prompt"], batch["completion"]
         if isinstance(prompts[0], list):  # conversational
@@ -81,18 +90,20 @@ def _encode(
             prompt_ids = tokenizer(prompts)["input_ids"]
             full = tokenizer([p + c for p, c in zip(prompts, ends)])
         ids = full["input_ids"]
-        starts = [_common_prefix(p, f) if completion_only else 0 for p, f in zip(prompt_ids, ids)]
-        labels = [[IGNORE] * s + row[s:] for s, row in zip(starts, ids)]
+        ends = [_common_prefix(p, f) for p, f in zip(prompt_ids, ids)]
+        labels = [[IGNORE] * (e if completion_only else 0) + row[e if completion_only else 0 :]
+                  for e, row in zip(ends, ids)]  # fmt: skip
         if assistant_only:
             labels = _masked(labels, full["assistant_masks"])
-        return ids, labels
+        return ids, labels, ends
     if "messages" in batch:
         done = _chat(tokenizer, batch["messages"], return_assistant_tokens_mask=assistant_only)
         ids = done["input_ids"]
-        return ids, _masked(ids, done["assistant_masks"]) if assistant_only else [list(row) for row in ids]
+        labels = _masked(ids, done["assistant_masks"]) if assistant_only else [list(row) for row in ids]
+        return ids, labels, [0] * len(ids)
     eos = tokenizer.eos_token
     ids = tokenizer([t if t.endswith(eos) else t + eos for t in batch["text"]])["input_ids"]
-    return ids, [list(row) for row in ids]
+    return ids, [list(row) for row in ids], [0] * len(ids)
 
 
 def _masked(labels: list[list[int]], masks: list[list[int]]) -> list[list[int]]:

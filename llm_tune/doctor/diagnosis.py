@@ -10,35 +10,44 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_tune.doctor import checks
 from llm_tune.doctor.checks import Findings
 from llm_tune.doctor.estimate import Device, MemoryEstimate
-from llm_tune.doctor.report import DoctorReport
+from llm_tune.doctor.report import DoctorReport, publish
 from llm_tune.doctor.text import report_lines
 from llm_tune.doctor.timing import TimeEstimate
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
-from llm_tune.run_folder import RunFolder, write_json
+from llm_tune.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from llm_tune.doctor.preference import PreferenceReport
 
 
 def doctor_command(
     recipe_path: Path, overrides: list[str], json_path: Path | None, launch_config: str | None = None
-) -> DoctorReport:
+) -> DoctorReport | PreferenceReport:
     from llm_tune.recipe.checks import load_checked
 
     return doctor(load_checked(recipe_path, overrides), recipe_path, json_path, launch_config)
 
 
-def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_config: str | None = None) -> DoctorReport:
+def doctor(
+    recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_config: str | None = None
+) -> DoctorReport | PreferenceReport:
     """Print the report (and write it to json_path); raise UserError listing the problems, if any. With
     `launch_config` (an accelerate config file), the launch is checked first: its errors stop before anything loads."""
-    if recipe.task == "preference":  # its memory (a reference model or adapter) and timing are not modelled yet
-        raise UserError(
-            f"{recipe_path}: doctor does not measure preference runs yet; train with training.max_steps=2"
-            " to see the step-0 gate and the memory a step takes"
-        )
+    if recipe.task == "preference":  # its memory (two answers a row, the reference) is measured, not modelled
+        from llm_tune.doctor.preference import preference_doctor
+        from llm_tune.preference.start import from_run_problems
+
+        if launch_config:
+            raise UserError(f"{recipe_path}: doctor --launch checks SFT and classification recipes; not preference")
+        if problems := from_run_problems(recipe):
+            raise UserError(*problems)
+        return preference_doctor(recipe, recipe_path, json_path, device_section(recipe))
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 
@@ -70,11 +79,7 @@ def doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, launch_con
         launch=launched,
         **sections,
     )
-    print("\n".join(report_lines(report)), flush=True)
-    if json_path is not None:
-        write_json(json_path, report.as_json())
-    if found.errors:
-        raise UserError(*found.errors)
+    publish(report_lines(report), report.as_json(), json_path, found.errors)
     return report
 
 

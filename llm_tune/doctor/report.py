@@ -4,6 +4,7 @@ file that stores it (the same names: the JSON keys are the field names)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from llm_tune.doctor.checks import Duplicates, LengthStats
@@ -40,3 +41,15 @@ class DoctorReport:
             if found["duplicates"][key] is None:
                 del found["duplicates"][key]
         return found
+
+
+def publish(lines: list[str], found: dict[str, Any], json_path: Path | None, errors: list[str]) -> None:
+    """Print a report's lines, write its JSON (`doctor --json`), and stop with the problems it found, if any."""
+    from llm_tune.errors import UserError
+    from llm_tune.run_folder import write_json
+
+    print("\n".join(lines), flush=True)
+    if json_path is not None:
+        write_json(json_path, found)
+    if errors:
+        raise UserError(*errors)

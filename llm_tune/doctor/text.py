@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llm_tune.doctor.checks import marked
 from llm_tune.doctor.estimate import GIB
 from llm_tune.doctor.report import DoctorReport
 from llm_tune.doctor.timing import duration
+
+if TYPE_CHECKING:
+    from llm_tune.doctor.preference import PreferenceReport
 
 
 def report_lines(r: DoctorReport) -> list[str]:
@@ -133,3 +138,35 @@ def _time(r: DoctorReport) -> list[str]:
         f"  per epoch  {duration(t.epoch_seconds):>10}    ({t.steps_per_epoch} step{'s' * (t.steps_per_epoch != 1)}, {t.epoch_tokens:,} tokens)",
         f"  this run   {duration(t.run_seconds):>10}    ({t.run})",
     ]
+
+
+def preference_lines(r: PreferenceReport) -> list[str]:
+    """A preference recipe's report: rows, lengths, the reference, and the measured memory and time."""
+    lines = [f"llm_tune doctor: {r.recipe}", f"  model     {r.model}",
+             f"  strategy  {r.strategy}: {r.trainable_params:,} trainable of {r.total_params:,} params"
+             f" ({100 * r.trainable_params / max(r.total_params, 1):.2f}%)",
+             f"  method    {r.method}", f"  reference {r.reference}", ""]  # fmt: skip
+    d = r.device
+    lines += ["device and dtype", f"  device    {d.device} ({d.name})", f"  compute   {d.compute} ({d.why})", ""]
+    lines += ["rows (after the row checks)", *(f"  {split:<11} {n:>6}" for split, n in r.rows.items())]
+    lines += [f"  note      {note}" for note in r.notes]
+    max_length = next(iter(r.tokens.values())).max_length
+    lines += ["", f"tokens per row (data.max_length {max_length}): prompt | prompt + the longer answer",
+              f"  {'split':<11} {'rows':>6} {'min':>11} {'median':>15} {'p95':>11} {'max':>11} {'truncated':>10}"]  # fmt: skip
+    for split, s in r.tokens.items():
+        p = r.prompt_tokens[split]
+        lines.append(f"  {split:<11} {s.rows:>6} {p.min:>5} | {s.min:<3} {p.median:>7g} | {s.median:<5g} "
+                     f"{p.p95:>5} | {s.p95:<3} {p.max:>5} | {s.max:<3} {s.truncated:>10}")  # fmt: skip
+    m, t = r.memory, r.time
+    lines += ["", f"memory (measured: {m.how})", f"  peak      {m.peak_bytes / GIB:.2f} GiB of {d.memory_total / GIB:.1f}"
+              f" GiB ({d.memory_available / GIB:.1f} GiB available now); the longest row {m.tokens} tokens"]  # fmt: skip
+    lines += ["", f"time (measured: {t.steps} optimizer steps, the first on the longest rows and not timed, then"
+              f" {t.sampled_rows} sampled rows; one process)",
+              f"  per step   {t.seconds_per_step:>8.2f} s",
+              f"  per epoch  {duration(t.epoch_seconds):>10}    ({t.steps_per_epoch} steps)",
+              f"  this run   {duration(t.run_seconds):>10}    ({t.run})"]  # fmt: skip
+    if r.warnings:
+        lines += ["", *(f"warning: {w}" for w in r.warnings)]
+    problems = len(r.errors)
+    verdict = f"{problems} problem{'s' * (problems != 1)} (below)" if problems else "no problems"
+    return [*lines, "", f"doctor: {verdict}, {len(r.warnings)} warning{'s' * (len(r.warnings) != 1)}"]

@@ -37,6 +37,18 @@ class TimeEstimate(Measured):
     run: str  # what the run trains for, in words: "N steps" or "N epochs"
 
 
+def timed_recipe(recipe: Recipe) -> Recipe:
+    """The recipe for MEASURED_STEPS steps: no warmup, checkpoint, log lines or logger; never a resume."""
+    timed = recipe.model_copy(deep=True)
+    timed.training.max_steps = MEASURED_STEPS
+    timed.training.warmup_steps = 0
+    timed.training.save_steps = 10**9  # never a checkpoint
+    timed.training.logging_steps = 10**9
+    timed.training.report_to = "none"
+    timed.training.resume = None
+    return timed
+
+
 def measure_steps(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, kept: list[int]) -> Measured:
     """Seconds per optimizer step and non-padding tokens per second over steps 2..MEASURED_STEPS, one process, on
     a seeded sample of the rows that keep a trained token (`kept`)."""
@@ -47,13 +59,7 @@ def measure_steps(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, kept:
     from llm_tune.train.trainer import build_trainer
 
     t = recipe.training
-    timed = recipe.model_copy(deep=True)
-    timed.training.max_steps = MEASURED_STEPS
-    timed.training.warmup_steps = 0
-    timed.training.save_steps = 10**9  # never a checkpoint
-    timed.training.logging_steps = 10**9
-    timed.training.report_to = "none"
-    timed.training.resume = None
+    timed = timed_recipe(recipe)
     wanted = t.per_device_train_batch_size * t.gradient_accumulation_steps * MEASURED_STEPS
     picked = sorted(random.Random(t.seed).sample(kept, min(wanted, len(kept))))
     sample = Splits(splits.train.select(picked), None, splits.labels)

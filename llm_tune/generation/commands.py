@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from llm_tune.console import say
@@ -12,19 +14,24 @@ from llm_tune.generation.session import Session, base_session, locate, open_sess
 EXIT = "/exit"
 
 
-def generate_command(path: Path, prompts: list[str], max_new_tokens: int, compare_base: bool) -> None:
+def generate_command(
+    path: Path, prompts: list[str], max_new_tokens: int, compare_base: bool, compare: Sequence[Path] = ()
+) -> None:
+    """Each prompt's answer; beside it the base model's (`compare_base`) and each other run's or export's
+    (`compare`: e.g. the SFT run a DPO run started from), every one asked the prompt as its own run renders it."""
     _check_new_tokens(max_new_tokens)
     target = locate(path)
+    others = [locate(other) for other in compare]  # every folder checked before any weights load
     if compare_base:
         require_base(target)
     session = open_session(target)
-    base = base_session(session, target) if compare_base else None
+    sessions = [session] + ([base_session(session, target)] if compare_base else [])
+    sessions += [replace(open_session(other), label=str(other.path)) for other in others]
     for text in prompts:
-        ids = session.prompt(text)
         print(f">>> {text}", flush=True)
-        for who in (session, base) if base else (session,):
-            answer = who.answer(ids, max_new_tokens) or "(empty answer)"
-            print(f"[{who.label}]\n{answer}" if base else answer, flush=True)
+        for who in sessions:
+            answer = who.answer(who.prompt(text), max_new_tokens) or "(empty answer)"
+            print(f"[{who.label}]\n{answer}" if len(sessions) > 1 else answer, flush=True)
         print(flush=True)
 
 

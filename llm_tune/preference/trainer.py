@@ -84,13 +84,19 @@ class TrainedAdapterOnly:
         return None
 
 
-def build_preference_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Any, run: RunFolder) -> Any:
+def build_preference_trainer(
+    recipe: Recipe, model: Any, tokenizer: Any, splits: Any, run: RunFolder, ordered: bool = False
+) -> Any:
+    """TRL's trainer for the recipe's method; `ordered` (doctor's measured steps): the rows in the order given."""
+    from llm_tune.preference.head import use_label_only_heads
     from llm_tune.preference.start import base_reference
     from llm_tune.train.monitor import watch_callbacks
     from llm_tune.train.trainer import trainer_arguments
 
     arguments = trainer_arguments(recipe, run, splits.validation is not None)
-    if arguments["train_sampling_strategy"] == "group_by_length" and recipe.preference.method != "kto":
+    if ordered:
+        arguments["train_sampling_strategy"] = "sequential"
+    elif arguments["train_sampling_strategy"] == "group_by_length" and recipe.preference.method != "kto":
         # Preference rows keep prompt and answers in separate columns, which the length-grouped sampler cannot
         # measure: a plain seeded shuffle.
         arguments["train_sampling_strategy"] = "random"
@@ -107,6 +113,7 @@ def build_preference_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits:
         processing_class=tokenizer,
     )
     base_reference(recipe, trainer)
+    use_label_only_heads(trainer)  # DPO and KTO on a CPU: the head at the answer positions only
     for callback in watch_callbacks(recipe.training):
         trainer.add_callback(callback)
     return trainer

@@ -25,9 +25,22 @@ TAGGED = {"strategy": ("kind", STRATEGIES, "lora"), "preference": ("method", PRE
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """The fully resolved, validated recipe; raises UserError listing every problem."""
+    """The fully resolved, validated recipe; raises UserError listing every problem. A chained recipe (several
+    YAML documents, recipe/chain.py) is refused: only `python -m llm_tune FILE` runs one."""
     path = Path(path)
-    raw = _read_with_parents(path, seen=())
+    documents = read_documents(path)
+    if len(documents) > 1:
+        raise UserError(
+            f"{path}: a chained recipe of {len(documents)} stages (YAML documents); `python -m llm_tune {path}` runs"
+            " them in order, and `validate` checks them; this command takes a one-stage recipe (one stage's file)"
+        )
+    return recipe_from(documents[0], path, overrides, str(path))
+
+
+def recipe_from(data: dict[str, Any], path: Path, overrides: Sequence[str], where: str) -> Recipe:
+    """One document of `path` resolved (its parents, then the overrides) and validated; problems start with
+    `where`."""
+    raw = with_parents(data, path)
     # A change of strategy kind (preference method) goes first, so that the keys given with it are checked against
     # the new kind.
     tags = tuple(f"{section}.{tag}=" for section, (tag, _, _) in TAGGED.items())
@@ -36,7 +49,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(*(f"{path}: {_describe(err)}" for err in exc.errors())) from None
+        raise UserError(*(f"{where}: {_describe(err)}" for err in exc.errors())) from None
 
 
 def resolved_yaml(recipe: Recipe) -> str:
@@ -66,13 +79,14 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_documents(path: Path) -> list[dict[str, Any]]:
+    """A recipe file's YAML documents, each a mapping (one, unless the file chains stages with `---`)."""
     if not path.is_file():
         raise UserError(
             f"{path}: recipe file not found" if not path.is_dir() else f"{path}: a folder, not a recipe file"
         )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 (a safe loader)
+        loaded = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_UniqueKeys))  # noqa: S506 (safe)
     except _DuplicateKey as dup:
         raise UserError(
             f"{path}: key {dup.key!r} is given twice (lines {dup.first} and {dup.second}); YAML would keep only the"
@@ -87,30 +101,45 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
-    return data
+    documents = [data for data in loaded if data is not None] or [{}]  # `---` at the top opens no empty stage
+    for i, data in enumerate(documents, 1):
+        if not isinstance(data, dict):
+            stage = f" (document {i})" if len(documents) > 1 else ""
+            raise UserError(f"{path}{stage}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return documents
 
 
-def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    resolved = path.resolve()
-    if resolved in seen:
-        chain = " -> ".join(str(p) for p in (*seen, resolved))
-        raise UserError(f"{path}: inherits: circular inheritance ({chain})")
-    data = _read_yaml(path)
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A parent recipe (`inherits:`): one document."""
+    documents = read_documents(path)
+    if len(documents) > 1:
+        raise UserError(f"{path}: inherits: a chained recipe ({len(documents)} stages) cannot be a parent; name one")
+    return documents[0]
+
+
+def with_parents(data: dict[str, Any], path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A document of `path` merged over the parents its `inherits:` names, relative to `path`."""
+    seen = seen or (path.resolve(),)
+    data = dict(data)
     parent = data.pop("inherits", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
         raise UserError(f"{path}: inherits: expected a path to a parent recipe, got {parent!r}")
-    base = _read_with_parents(path.parent / parent, (*seen, resolved))
+    base = _readwith_parents(path.parent / parent, seen)
     for section, (tag, _, _) in TAGGED.items():
         child = data.get(section)
         if isinstance(child, dict) and isinstance(base.get(section), dict) and tag in child:
             base[section] = _keys_of_kind(base[section], child[tag], section)
     return _deep_merge(base, data)
+
+
+def _readwith_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise UserError(f"{path}: inherits: circular inheritance ({chain})")
+    return with_parents(_read_yaml(path), path, (*seen, resolved))
 
 
 def _keys_of_kind(values: dict[str, Any], kind: Any, section: str = "strategy") -> dict[str, Any]:

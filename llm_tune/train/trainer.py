@@ -186,7 +186,7 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
     data = recipe.data
     done = tokenize_sft(split, tokenizer, completion_only=not data.train_on_prompt,
                         assistant_only=data.format == "chat" and not data.train_on_prompt, max_length=data.max_length,
-                        packing=recipe.training.packing)  # fmt: skip
+                        packing=recipe.training.packing, cut_prompt=_classifier_cut(recipe, tokenizer, splits))  # fmt: skip
     splits.lengths[name] = done.lengths
     if len(done.dataset) == 0:
         where = getattr(data, name) or "data.validation_fraction"
@@ -194,6 +194,19 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
     if note := truncation_note(name, done, data.max_length):
         splits.notes.append(note)
     return done.dataset
+
+
+def _classifier_cut(recipe: Recipe, tokenizer: Any, splits: Splits) -> Any:
+    """A generate-head classifier's prompt cut (the end stays, room left for the longest answer), so that training
+    reads a long prompt as eval and predict score it; None for SFT, which keeps TRL's cut."""
+    if not recipe.is_classification:
+        return None
+    from functools import partial
+
+    from llm_tune.classification.heads import cut_for_classifier, label_token_ids
+
+    answer = max((len(ids) for ids in label_token_ids(tokenizer, splits.labels or [])), default=0)
+    return partial(cut_for_classifier, max_length=recipe.data.max_length, answer=answer)
 
 
 def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, args: Any) -> Trainer:
