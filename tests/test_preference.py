@@ -81,6 +81,14 @@ def test_dpo_step_zero_gate_values(runs):
     assert "step 0    dpo on 4 rows: loss 0.693147 (ln 2 = 0.693147)" in output and ": ok" in output
 
 
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_dpo_and_kto_use_the_label_only_head_on_a_cpu(runs, method):
+    """TRL's fused head projects every position on a CPU; these runs swap in llm_tune's (tests/test_speed.py checks
+    that it computes the same log-probs), and say so. ORPO and SimPO compute their own logits and keep them."""
+    assert "lm head   log-probabilities at the answer positions only" in runs[method][1]
+    assert "lm head" not in runs["orpo"][1]
+
+
 def test_dpo_end_of_run_metrics_use_trls_names(runs):
     run, _ = runs["dpo"]
     metrics = _metrics(run)

@@ -24,16 +24,21 @@ def use_label_only_heads(trainer: Any) -> None:
 
     if torch.cuda.is_available():  # with Triton TRL's head already scores only the label positions
         return
+    from llm_tune.console import say
+
     policy = trainer.accelerator.unwrap_model(trainer.model)
     policy = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    for model in (policy, getattr(trainer, "ref_model", None)):
-        if model is not None and _patched_by_trl(model) and _plain_head(model):
+    patched = [m for m in (policy, getattr(trainer, "ref_model", None)) if m is not None and _patched_by_trl(m)]
+    if patched and all(_plain_head(m) for m in patched):
+        for model in patched:
             _patch(model)
+        say("lm head   log-probabilities at the answer positions only (a CPU: TRL's fused head projects every one)")
 
 
 def _patched_by_trl(model: Any) -> bool:
-    forward = getattr(model, "forward", None)
-    return getattr(getattr(forward, "__func__", None), "__name__", "") == "_fused_forward"
+    """TRL's patch keeps forward's name (functools.wraps); its code object keeps its own."""
+    code = getattr(getattr(getattr(model, "forward", None), "__func__", None), "__code__", None)
+    return getattr(code, "co_name", "") == "_fused_forward"
 
 
 def _plain_head(model: Any) -> bool:
@@ -48,7 +53,7 @@ def _patch(model: Any) -> None:
     trl_forward = model.forward
 
     @functools.wraps(type(model).forward)
-    def forward(
+    def label_only_forward(
         self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
         num_items_in_batch: Any = None, **kwargs: Any,
     ) -> Any:  # fmt: skip
@@ -59,7 +64,7 @@ def _patch(model: Any) -> None:
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         return label_only_log_probs(hidden, labels[:, 1:], self.get_output_embeddings(), num_items_in_batch)
 
-    model.forward = types.MethodType(forward, model)
+    model.forward = types.MethodType(label_only_forward, model)
 
 
 def label_only_log_probs(hidden: Any, labels: Any, lm_head: Any, num_items_in_batch: Any = None) -> Any:
