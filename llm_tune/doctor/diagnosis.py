@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llm_tune.doctor import checks
 from llm_tune.doctor.checks import Findings
 from llm_tune.doctor.estimate import Device, MemoryEstimate
-from llm_tune.doctor.report import DoctorReport, publish
+from llm_tune.doctor.report import DoctorReport, PreferenceReport, publish
 from llm_tune.doctor.text import report_lines
 from llm_tune.doctor.timing import TimeEstimate
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
-
-if TYPE_CHECKING:
-    from llm_tune.doctor.preference import PreferenceReport
 
 
 def doctor_command(

@@ -9,48 +9,17 @@ from __future__ import annotations
 import random
 import resource
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_tune.doctor.checks import Findings, LengthStats, length_stats, truncation_findings
+from llm_tune.doctor.checks import Findings, length_stats, truncation_findings
 from llm_tune.doctor.estimate import GIB, Device
+from llm_tune.doctor.report import MeasuredMemory, PreferenceReport, publish
 from llm_tune.doctor.timing import MEASURED_STEPS, TimeEstimate, epoch_time, timed_recipe
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
 
 ANSWERS = ("chosen", "rejected", "completion")  # the answer columns of TRL's preference forms
-
-
-@dataclass(frozen=True)
-class MeasuredMemory:
-    peak_bytes: int
-    rows: int  # the longest rows the first step trained on
-    tokens: int  # the longest of them: prompt + answer
-    how: str
-
-
-@dataclass(frozen=True)
-class PreferenceReport:
-    recipe: str
-    model: str
-    strategy: str
-    method: str
-    reference: str
-    trainable_params: int
-    total_params: int
-    device: Device
-    rows: dict[str, int]  # per split, after the row checks (KTO: unpaired rows)
-    notes: list[str]  # what loading did to the rows, counted
-    prompt_tokens: dict[str, LengthStats]
-    tokens: dict[str, LengthStats]  # prompt + the longer answer
-    memory: MeasuredMemory
-    time: TimeEstimate
-    warnings: list[str]
-    errors: list[str]
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def preference_doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, device: Device) -> PreferenceReport:
@@ -80,7 +49,6 @@ def preference_doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None,
         prompt_tokens={name: length_stats([p for p, _ in rows], max_length) for name, rows in lengths.items()},
         tokens=tokens, memory=memory, time=time, warnings=found.warnings, errors=found.errors,
     )  # fmt: skip
-    from llm_tune.doctor.report import publish
     from llm_tune.doctor.text import preference_lines
 
     publish(preference_lines(report), report.as_json(), json_path, found.errors)

@@ -43,6 +43,37 @@ class DoctorReport:
         return found
 
 
+@dataclass(frozen=True)
+class MeasuredMemory:
+    peak_bytes: int
+    rows: int  # the longest rows the first step trained on
+    tokens: int  # the longest of them: prompt + answer
+    how: str
+
+
+@dataclass(frozen=True)
+class PreferenceReport:
+    recipe: str
+    model: str
+    strategy: str
+    method: str
+    reference: str
+    trainable_params: int
+    total_params: int
+    device: Device
+    rows: dict[str, int]  # per split, after the row checks (KTO: unpaired rows)
+    notes: list[str]  # what loading did to the rows, counted
+    prompt_tokens: dict[str, LengthStats]
+    tokens: dict[str, LengthStats]  # prompt + the longer answer
+    memory: MeasuredMemory
+    time: TimeEstimate
+    warnings: list[str]
+    errors: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def publish(lines: list[str], found: dict[str, Any], json_path: Path | None, errors: list[str]) -> None:
     """Print a report's lines, write its JSON (`doctor --json`), and stop with the problems it found, if any."""
     from llm_tune.errors import UserError

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from llm_tune.doctor.checks import marked
 from llm_tune.doctor.estimate import GIB
-from llm_tune.doctor.report import DoctorReport
+from llm_tune.doctor.report import DoctorReport, PreferenceReport
 from llm_tune.doctor.timing import duration
-
-if TYPE_CHECKING:
-    from llm_tune.doctor.preference import PreferenceReport
 
 
 def report_lines(r: DoctorReport) -> list[str]:
