@@ -65,11 +65,12 @@ CASES: dict[str, tuple[str, str, list[str]]] = {
     "chat-lora": ("chat", "chat-lora.yaml", []),
     "sentiment-sequence": ("classification", "sentiment.yaml", ["classification.head=sequence"]),
     "sentiment-generate": ("classification", "sentiment.yaml", ["classification.head=generate"]),
-    # DPO on HH-RLHF pairs against DPOTrainer with DPOConfig's defaults (max_length aligned)
-    "dpo-lora": ("preference", "dpo.yaml", ["training.eval_steps=null"]),
+    # DPO on HH-RLHF pairs against DPOTrainer with DPOConfig's defaults (max_length aligned; the template's own
+    # system turn on both sides, as the peer renders it, so both train the same tokens)
+    "dpo-lora": ("preference", "dpo.yaml", ["training.eval_steps=null", "data.system_prompt=null"]),
 }
 BATCHES = {"preference": 4}  # pairs per step (two answers each); the other kinds train BATCH rows
-MAX_LENGTHS = {"preference": 512}  # recipes/dpo.yaml's; prompts are long multi-turn chats
+MAX_LENGTHS = {"preference": 384}  # recipes/dpo.yaml's; prompts are long multi-turn chats
 CUDA_CASES = ["instruct-lora", "instruct-qlora", "instruct-full"]
 FLOPS_CONVENTION = (
     "linear layers only (attention scores, norms and LoRA's small adapters not counted). N = the params of "
@@ -220,8 +221,8 @@ def label_share(kind: str, rows: Path, tokenizer: Path = MODEL) -> float:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    if kind == "preference":  # TRL's DPO computes the head at every position of both sequences
-        return 1.0
+    if kind == "preference":
+        return _answer_share(tok, rows, MAX_LENGTHS[kind])
     total = answer = 0
     for line in rows.read_text(encoding="utf-8").splitlines():
         row = to_row(json.loads(line), kind)
@@ -231,6 +232,19 @@ def label_share(kind: str, rows: Path, tokenizer: Path = MODEL) -> float:
         prompt = tok.apply_chat_template(prompt_turns, add_generation_prompt=True, return_dict=True)["input_ids"]
         total += min(len(ids), MAX_LENGTH)
         answer += max(min(len(ids), MAX_LENGTH) - len(prompt), 0)
+    return answer / total
+
+
+def _answer_share(tok: Any, rows: Path, limit: int) -> float:
+    """DPO trains both answers of a pair after the same prompt; the label-only head computes the answer positions."""
+    total = answer = 0
+    for line in rows.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        prompt = len(tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+        for side in ("chosen", "rejected"):
+            ids = tok.apply_chat_template(row["prompt"] + row[side], return_dict=True)["input_ids"]
+            total += min(len(ids), limit)
+            answer += max(min(len(ids), limit) - prompt, 0)
     return answer / total
 
 

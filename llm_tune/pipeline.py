@@ -6,8 +6,11 @@ because `doctor` runs them without training."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +63,20 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     preference = recipe.task == "preference"  # TRL's preference trainers make their own config
     args = None if preference else training_arguments(recipe, out, splits.validation is not None)
     model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
-    if preference:
-        from llm_tune.preference.trainer import build_preference_trainer
+    with _nothing_left_on_error(out, existed):  # the trainer makes its folder; a mistake found now leaves none
+        if preference:
+            from llm_tune.preference.trainer import build_preference_trainer
 
-        trainer = build_preference_trainer(recipe, model, tokenizer, splits, out)
-    else:
-        trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main first, then cached)
+            trainer = build_preference_trainer(recipe, model, tokenizer, splits, out)
+        else:
+            trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main, then cached)
+        if len(trainer.train_dataset) == 0:
+            raise UserError(
+                f"{recipe.data.train_label}: no row keeps a trained token after truncation; raise data.max_length"
+            )
     for callback in callbacks:
         trainer.add_callback(callback)
     use_progress(trainer, recipe.training.progress_every_s)
-    if len(trainer.train_dataset) == 0:
-        if not existed and is_main_process():
-            shutil.rmtree(out.root, ignore_errors=True)
-        raise UserError(f"{recipe.data.train}: no row keeps a trained token after truncation; raise data.max_length")
 
     run_summary(recipe, trainer, splits, trainable, total)
     step0 = _step_zero(trainer, recipe, out, existed)
@@ -86,9 +90,12 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     if step0 is not None:
         metrics["step0"] = step0
     classifier_eval = recipe.is_classification and recipe.data.validation is not None
+    by_source = {f"eval_{name}_loss" for name in splits.source_names.get("validation", [])}
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
         scores = trainer.evaluate()
-        metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS})
+        metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS or k in by_source})
+    if getattr(trainer, "mixture", None):  # data.train as a list: each source's rows, tokens and epoch share
+        metrics["mixture"] = [dataclasses.asdict(share) for share in trainer.mixture]
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
     # Collectives first, on every rank: under FSDP FULL_STATE_DICT or ZeRO-3 saving gathers the weights from all
     # ranks, and a sharded model's forward pass gathers each block's; a rank left out would hang the others.
@@ -119,6 +126,17 @@ EVAL_METRICS = (
 )
 
 
+@contextlib.contextmanager
+def _nothing_left_on_error(out: RunFolder, existed: bool) -> Iterator[None]:
+    """A UserError inside removes the run folder the block created (rank 0's to remove)."""
+    try:
+        yield
+    except UserError:
+        if not existed and is_main_process():
+            shutil.rmtree(out.root, ignore_errors=True)
+        raise
+
+
 def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> dict[str, Any] | None:
     """A preference run's step-0 gate (not on resume: step 0 is behind it); a failed gate leaves no run folder
     behind."""
@@ -126,13 +144,8 @@ def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> d
         return None
     from llm_tune.preference.gate import check_step_zero
 
-    try:
-        step0 = check_step_zero(trainer, recipe)
-    except UserError:
-        if not existed and is_main_process():
-            shutil.rmtree(out.root, ignore_errors=True)
-        raise
-    return step0
+    with _nothing_left_on_error(out, existed):
+        return check_step_zero(trainer, recipe)
 
 
 def _step_zero_evaluation(trainer: Any, step0: dict[str, Any]) -> None:
@@ -216,7 +229,7 @@ def _evaluate_classifier(model: Any, tokenizer: Any, recipe: Recipe, out: RunFol
     batch = recipe.training.per_device_eval_batch_size
     main = is_main_process()
     scores = evaluate_classifier(
-        recipe, model, tokenizer, recipe.data.validation, batch, out.eval, tune=True, write=main
+        recipe, model, tokenizer, recipe.data.validation_label, batch, out.eval, tune=True, write=main
     )
     if not main:
         return

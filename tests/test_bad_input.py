@@ -173,6 +173,35 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             {"rows.txt": "a\n"},
             **{"data.train": "{w}/rows.txt"},
         ),
+        # a mixture of sources (data.train / data.validation as lists)
+        "mix-source-missing": run(
+            "data.train[1].path: file not found: {w}/none.jsonl",
+            **{"data.train": [{"path": str(data / "alpaca.jsonl"), "weight": 3}, {"path": "{w}/none.jsonl"}]},
+        ),
+        "mix-same-names": run(
+            "two sources are named 'alpaca'",
+            {"sub/alpaca.jsonl": [alpaca]},
+            **{"data.train": [{"path": str(data / "alpaca.jsonl")}, {"path": "{w}/sub/alpaca.jsonl"}]},
+        ),
+        "mix-weight-not-positive": run("weight", **{"data.train": [{"path": str(data / "alpaca.jsonl"), "weight": 0}]}),
+        "mix-unknown-source-key": run("wieght", **{"data.train": [{"path": str(data / "alpaca.jsonl"), "wieght": 2}]}),
+        "mix-validation-weight": run(
+            "weights mix training rows (data.train)",
+            **{"data.validation": [{"path": str(data / "alpaca_val.jsonl"), "weight": 2}]},
+        ),
+        "mix-empty-list": run("an empty list of sources", **{"data.train": []}),
+        "mix-bad-name": run(
+            "use letters, digits, _ and -", **{"data.train": [{"path": str(data / "alpaca.jsonl"), "name": "a b"}]}
+        ),
+        "mix-with-packing": run(
+            "a mixture's shares (data.train as a list) cannot be kept",
+            **{"data.train": [{"path": str(data / "alpaca.jsonl")}], "training.packing": True},
+        ),
+        "mix-bad-row-names-its-source": run(
+            "bad.jsonl:2: missing or empty 'output'",
+            {"bad.jsonl": [alpaca, {"instruction": "x", "output": ""}]},
+            **{"data.train": [{"path": str(data / "alpaca.jsonl")}, {"path": "{w}/bad.jsonl"}]},
+        ),
         "data-chat-template-missing": run(
             "data.chat_template: file not found", **{"data.chat_template": "{w}/t.jinja"}
         ),

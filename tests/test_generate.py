@@ -193,7 +193,7 @@ def test_a_prompt_renders_as_training_rendered_its_row():
     from datasets import Dataset
 
     from llm_tune.data.formats import render, user_prompt
-    from llm_tune.recipe.schema import DataConfig
+    from llm_tune.recipe.data import DataConfig
 
     rows = {
         "alpaca": {"instruction": "Name a fruit.", "input": "", "output": "Banana"},

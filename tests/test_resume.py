@@ -114,6 +114,9 @@ LATER_EPOCH = {
         "training.eval_steps=3", "training.save_steps=3", "training.early_stopping_patience=50",
         "training.early_stopping_threshold=0.0",
     ]),
+    # The instruct recipe on a mixture of two sources weighted 1:2 (data/mixture.py draws each epoch's rows from
+    # (seed, epoch)): 20 + 40 rows of the 60, 60 an epoch, 8 steps an epoch.
+    "mixture": ("instruct-lora.yaml", 8, ["training.save_steps=3"]),
     # DPO (the step-0 gate on the fresh start, a seeded plain shuffle): 12 pairs at batch 2, 6 steps an epoch, 12
     # in all, validation pairs evaluated (and saved) every 3 steps.
     "dpo": ("dpo.yaml", 6, [
@@ -147,6 +150,13 @@ def test_kill_in_a_later_epoch_and_resume_with_the_recipe_defaults(tmp_path, tin
         rows = (ROOT / "data" / "sentiment" / "train.jsonl").read_text().splitlines(keepends=True)
         (tmp_path / "train.jsonl").write_text("".join(rows[:48]))
         overrides.append(f"data.train={tmp_path / 'train.jsonl'}")
+    if name == "mixture":
+        rows = (ROOT / "data" / "instruct" / "train.jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / "a.jsonl").write_text("".join(rows[:40]))
+        (tmp_path / "b.jsonl").write_text("".join(rows[40:]))
+        overrides.append(
+            f"data.train=[{{path: {tmp_path / 'a.jsonl'}, weight: 1}}, {{path: {tmp_path / 'b.jsonl'}, weight: 2}}]"
+        )
     if name == "dpo":
         overrides += [f"data.train={_pairs(tmp_path, 12)}", f"data.validation={_pairs(tmp_path, 4, offset=100)}"]
     recipe = ROOT / "recipes" / file

@@ -132,7 +132,7 @@ def test_the_pair_text_is_rendered_into_the_prompt():
     from datasets import Dataset
 
     from llm_tune.data.formats import render
-    from llm_tune.recipe.schema import DataConfig
+    from llm_tune.recipe.data import DataConfig
 
     cfg = DataConfig(train="x.jsonl", format="regression", fields={"text_pair": "b"}, prompt=PROMPT)
     rows = Dataset.from_list([{"text": "first one", "b": "second one", "score": 2.5}])

@@ -145,7 +145,7 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
     recipe = run.recipe
     if not recipe.is_classification:
         raise UserError(f"{run_dir}: eval scores classification runs; this run's task is {recipe.task}")
-    spec = data or recipe.data.validation
+    spec = data or recipe.data.validation_label  # one file: recipe/checks.py refuses a list for a classifier
     if spec is None:
         raise UserError(f"{run_dir}: the run has no validation file; pass --data FILE")
     if not Path(spec).is_file():

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm_tune.data.mixture import SOURCE
 from llm_tune.data.targets import discovered_labels, fill_prompt, required_columns, target, target_problem
 from llm_tune.errors import UserError
-from llm_tune.recipe.schema import DataConfig
+from llm_tune.recipe.data import DataConfig
 from llm_tune.recipe.sources import DATA_LOADERS
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class Splits:
     notes: list[str] = field(default_factory=list)
     # Tokens per row before truncation, by split name, once the trainer has tokenized the split.
     lengths: dict[str, list[int]] = field(default_factory=dict)
+    # A split read from a list of sources: their names, by the rows' SOURCE index (data/mixture.py).
+    source_names: dict[str, list[str]] = field(default_factory=dict)
 
 
 def read_rows(spec: str) -> Dataset:
@@ -118,26 +121,43 @@ def _innermost(exc: BaseException) -> str:
 
 
 def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrainedTokenizerBase) -> Splits:
-    """Train and validation datasets in TRL's formats, with the label set for classification."""
-    train_rows = read_rows(cfg.train)
-    val_rows = read_rows(cfg.validation) if cfg.validation else None
+    """Train and validation datasets in TRL's formats, with the label set for classification. A list of sources
+    (data.train, data.validation) is read and checked file by file, and each row keeps its source's index in the
+    `source` column (data/mixture.py)."""
     notes: list[str] = []
-    train_rows = keep_good_rows(train_rows, cfg, cfg.train, labels, notes)
+    train_parts = [keep_good_rows(read_rows(s.path), cfg, s.path, labels, notes) for s in cfg.train_sources]
+    val_parts = [read_rows(s.path) for s in cfg.validation_sources]
     if cfg.labelled and labels is None and cfg.format != "regression":
-        labels = discovered_labels(train_rows, cfg)
+        labels = sorted({label for part in train_parts for label in discovered_labels(part, cfg) or []})
         if len(labels) < 2:
             raise UserError(
-                f"{cfg.train}: every row has the label {labels[0]!r}; a classifier needs rows of at least two labels"
+                f"{cfg.train_label}: every row has the label {labels[0]!r}; a classifier needs rows of at least two"
+                " labels"
             )
-    if val_rows is not None:
-        val_rows = keep_good_rows(val_rows, cfg, cfg.validation, labels, notes)
-    elif cfg.validation_fraction:
-        parts = train_rows.train_test_split(test_size=cfg.validation_fraction, seed=cfg.validation_seed, shuffle=True)
-        train_rows, val_rows = parts["train"], parts["test"]
+    val_parts = [keep_good_rows(p, cfg, s.path, labels, notes) for p, s in zip(val_parts, cfg.validation_sources)]
     conversational = tokenizer.chat_template is not None
-    train = render(train_rows, cfg, labels, conversational)
-    validation = render(val_rows, cfg, labels, conversational) if val_rows is not None else None
-    return Splits(train, validation, labels, [n for n in notes if n])
+    train = _joined([render(p, cfg, labels, conversational) for p in train_parts], cfg.mixed)
+    validation = _joined([render(p, cfg, labels, conversational) for p in val_parts], isinstance(cfg.validation, list))
+    names = {"train": [s.label for s in cfg.train_sources]} if cfg.mixed else {}
+    if isinstance(cfg.validation, list):
+        names["validation"] = [s.label for s in cfg.validation_sources]
+    if validation is None and cfg.validation_fraction:  # carved rows keep their source: per-source losses too
+        parts = train.train_test_split(test_size=cfg.validation_fraction, seed=cfg.validation_seed, shuffle=True)
+        train, validation = parts["train"], parts["test"]
+        if cfg.mixed:
+            names["validation"] = names["train"]
+    return Splits(train, validation, labels, [n for n in notes if n], source_names=names)
+
+
+def _joined(parts: list[Dataset], mixed: bool) -> Dataset | None:
+    """The sources' rendered rows as one dataset; with `mixed`, each row's source index in the SOURCE column."""
+    from datasets import concatenate_datasets
+
+    if not parts:
+        return None
+    if not mixed:
+        return parts[0]
+    return concatenate_datasets([p.add_column(SOURCE, [i] * len(p)) for i, p in enumerate(parts)])
 
 
 def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from llm_tune.data.formats import Splits, _pair, keep_good_rows, read_rows, with_system
 from llm_tune.data.prompts import prompt_ids
 from llm_tune.errors import UserError
-from llm_tune.recipe.schema import DataConfig
+from llm_tune.recipe.data import DataConfig
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -134,9 +134,12 @@ def load_preference_splits(cfg: DataConfig, tokenizer: Any, method: str, seed: i
     notes: list[str] = []
     conversational = tokenizer.chat_template is not None
     parts = {}
-    train_rows = read_rows(cfg.train)
-    val_rows = read_rows(cfg.validation) if cfg.validation else None
-    for name, spec, rows in (("train", cfg.train, train_rows), ("validation", cfg.validation, val_rows)):
+    # One file each: recipe/checks.py refuses a mixture of sources for a preference run.
+    train = cfg.train_sources[0].path
+    validation = cfg.validation_sources[0].path if cfg.validation is not None else None
+    train_rows = read_rows(train)
+    val_rows = read_rows(validation) if validation else None
+    for name, spec, rows in (("train", train, train_rows), ("validation", validation, val_rows)):
         if rows is None:
             continue
         if len(rows) == 0:

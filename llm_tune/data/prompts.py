@@ -51,9 +51,8 @@ def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, 
     """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone."""
     from llm_tune.data.formats import read_rows, render, row_problem
 
-    for spec in (recipe.data.validation, recipe.data.train):
-        if not spec:
-            continue
+    for source in recipe.data.validation_sources + recipe.data.train_sources:
+        spec = source.path
         try:
             rows = read_rows(spec)
         except UserError:

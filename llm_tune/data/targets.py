@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_tune.recipe.schema import DataConfig
+from llm_tune.recipe.data import DataConfig
 
 
 def row_labels(value: Any, separator: str) -> list[str] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from llm_tune.doctor import checks
 from llm_tune.doctor.checks import Findings
 from llm_tune.doctor.estimate import Device, MemoryEstimate
-from llm_tune.doctor.report import DoctorReport, PreferenceReport, publish
+from llm_tune.doctor.report import DoctorReport, PreferenceReport, SourceCount, publish
 from llm_tune.doctor.text import report_lines
 from llm_tune.doctor.timing import TimeEstimate
 from llm_tune.errors import UserError
@@ -70,7 +70,7 @@ def doctor(
         total_params=total,
         device=device,
         memory=memory,
-        time=time_section(recipe, model, tokenizer, splits, rows),
+        time=time_section(recipe, model, tokenizer, splits, rows, sections.get("sources")),
         warnings=found.warnings,
         errors=found.errors,
         launch=launched,
@@ -130,7 +130,33 @@ def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[s
     keys = {name: [checks.row_key(r, classifying) for r in split] if split is not None else None
             for name, split in (("train", splits.train), ("validation", splits.validation))}  # fmt: skip
     sections["duplicates"] = checks.duplicate_findings(keys["train"], keys["validation"], found)
+    if splits.source_names:
+        sections["sources"] = source_section(recipe, splits, rows, lengths)
     return sections
+
+
+def source_section(
+    recipe: Recipe, splits: Any, rows: list[dict[str, Any]], lengths: dict[str, list[int]]
+) -> list[SourceCount]:
+    """Rows and tokens per source of a mixture (the training rows as they train, truncated), with each source's
+    rows per epoch; the validation sources' rows and tokens (before truncation)."""
+    from llm_tune.data.mixture import SOURCE, epoch_shares
+
+    found: list[SourceCount] = []
+    names = splits.source_names
+    if "train" in names:
+        data = recipe.data
+        column = splits.train[SOURCE]
+        weights = [source.weight for source in data.train_sources]
+        lengths_trained = [len(row["input_ids"]) for row in rows]
+        shares = epoch_shares(names["train"], weights, lengths_trained, [column[r["row"]] for r in rows], data.mix_by)
+        found += [SourceCount("train", s.name, s.rows, s.tokens, s.weight, s.epoch_rows) for s in shares]
+    if "validation" in names:
+        column = splits.validation[SOURCE]
+        for index, name in enumerate(names["validation"]):
+            members = [n for n, s in zip(lengths["validation"], column) if s == index]
+            found.append(SourceCount("validation", name, len(members), sum(members)))
+    return found
 
 
 def resident_bytes() -> int:
@@ -283,15 +309,24 @@ def memory_section(recipe: Recipe, model: Any, rows: list[dict[str, Any]], runti
 
 
 def time_section(
-    recipe: Recipe, model: Any, tokenizer: Any, splits: Any, rows: list[dict[str, Any]]
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    splits: Any,
+    rows: list[dict[str, Any]],
+    sources: list[SourceCount] | None = None,
 ) -> TimeEstimate | None:
-    """None when no row keeps a trained token: there is nothing to time (and that is an error already)."""
+    """None when no row keeps a trained token: there is nothing to time (and that is an error already). A mixture's
+    epoch holds the rows its weights draw (`sources`), not the sources' rows."""
     from llm_tune.doctor.timing import epoch_time, measure_steps
 
     if not rows:
         return None
     epoch_tokens = sum(len(r["input_ids"]) for r in rows)
     sequences = len(rows)
+    if mixed := [s for s in sources or [] if s.split == "train" and s.epoch_rows]:
+        sequences = sum(s.epoch_rows or 0 for s in mixed)
+        epoch_tokens = round(sum((s.epoch_rows or 0) * s.tokens / s.rows for s in mixed))
     if recipe.training.packing:
         sequences = max(1, -(-epoch_tokens // recipe.data.max_length))
     measured = measure_steps(recipe, model, tokenizer, splits, sorted(r["row"] for r in rows))

@@ -13,6 +13,19 @@ from llm_tune.doctor.timing import TimeEstimate
 
 
 @dataclass(frozen=True)
+class SourceCount:
+    """One source of data.train or data.validation as a list: its rows and tokens; a training source's weight and
+    the rows an epoch takes of it (data/mixture.py)."""
+
+    split: str
+    name: str
+    rows: int
+    tokens: int
+    weight: float | None = None
+    epoch_rows: int | None = None
+
+
+@dataclass(frozen=True)
 class DoctorReport:
     recipe: str
     model: str
@@ -31,10 +44,11 @@ class DoctorReport:
     errors: list[str]
     labels: dict[str, dict[str, int]] | None = None  # label balance per split, for labelled rows
     launch: dict[str, Any] | None = None  # doctor --launch: the accelerate launch as read, and its global batch
+    sources: list[SourceCount] | None = None  # a list of data sources: rows and tokens of each
 
     def as_json(self) -> dict[str, Any]:
         found = asdict(self)
-        for key in ("labels", "launch"):
+        for key in ("labels", "launch", "sources"):
             if found[key] is None:
                 del found[key]
         for key in ("validation", "train_validation_overlap"):  # no validation rows: nothing to count

@@ -12,7 +12,8 @@ def report_lines(r: DoctorReport) -> list[str]:
     lines = [f"llm_tune doctor: {r.recipe}", f"  model     {r.model}",
              f"  strategy  {r.strategy}: {r.trainable_params:,} trainable of {r.total_params:,} params"
              f" ({100 * r.trainable_params / max(r.total_params, 1):.2f}%)"]  # fmt: skip
-    sections = (_device, _launch if r.launch is not None else None, _memory, _tokens, _trained,
+    sections = (_device, _launch if r.launch is not None else None, _memory, _tokens,
+                _sources if r.sources is not None else None, _trained,
                 _labels if r.labels is not None else None, _duplicates, _rows, _time)  # fmt: skip
     for section in filter(None, sections):
         lines += ["", *section(r)]
@@ -63,6 +64,16 @@ def _tokens(r: DoctorReport) -> list[str]:
              f"  {'split':<11} {'rows':>6} {'min':>6} {'median':>7} {'p95':>6} {'max':>6} {'truncated':>10}"]  # fmt: skip
     for split, s in stats.items():
         lines.append(f"  {split:<11} {s.rows:>6} {s.min:>6} {s.median:>7g} {s.p95:>6} {s.max:>6} {s.truncated:>10}")
+    return lines
+
+
+def _sources(r: DoctorReport) -> list[str]:
+    lines = ["sources (data.train: weights are shares of an epoch; tokens as they train, validation's before"
+             " truncation)", f"  {'split':<11} {'source':<16} {'rows':>8} {'tokens':>11} {'weight':>7} {'epoch rows':>11}"]  # fmt: skip
+    for s in r.sources or []:
+        weight = f"{s.weight:g}" if s.weight is not None else ""
+        epoch = f"{s.epoch_rows:,}" if s.epoch_rows is not None else ""
+        lines.append(f"  {s.split:<11} {s.name:<16} {s.rows:>8,} {s.tokens:>11,} {weight:>7} {epoch:>11}")
     return lines
 
 

@@ -117,12 +117,14 @@ def _method(recipe: Recipe) -> str:
     if recipe.task != "preference":
         return ""
     start = f", starting from the SFT run `{recipe.model.from_run}`" if recipe.model.from_run else ""
-    return f", preference method `{recipe.preference.method}` on the pairs in `{recipe.data.train}`{start}"
+    return f", preference method `{recipe.preference.method}` on the pairs in `{recipe.data.train_label}`{start}"
 
 
 def _training(recipe: Recipe) -> str:
     strategy = recipe.strategy.model_dump(mode="json")
-    data = {"train": recipe.data.train, "validation": recipe.data.validation, "format": recipe.data.format}
+    data = recipe.data.model_dump(mode="json", include={"train", "validation", "mix_by", "format"})
+    if not recipe.data.mixed:
+        data.pop("mix_by")
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
     if recipe.is_classification:
         parts["classification"] = recipe.classification.model_dump(mode="json")

@@ -74,7 +74,8 @@ def validation_prompts(job: Job) -> list[list[int]]:
     from llm_tune.classification.scoring import classification_rows
     from llm_tune.data.prompts import prompt_ids
 
-    spec = job.recipe.data.validation
+    # A classifier validates on one file (recipe/checks.py refuses a list of validation sources for it).
+    spec = job.recipe.data.validation_label
     if spec is None or not Path(spec).is_file():
         return job.prompts
     rows = classification_rows(job.recipe, spec, job.tokenizer)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from llm_tune.errors import UserError
 from llm_tune.extras import installed, missing
-from llm_tune.recipe.schema import DataConfig, FrozenStrategy, LoraStrategy, ModelConfig, Recipe
+from llm_tune.recipe.data import DataConfig
+from llm_tune.recipe.schema import FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 from llm_tune.recipe.target_checks import target_problems
 
@@ -60,6 +61,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
             )
     if training.packing and recipe.sequence_head:
         problems.append("training.packing: a sequence-classification head scores whole rows; set packing: false")
+    if training.packing and data.mixed:
+        problems.append(
+            "training.packing: packs rows of every source into shared sequences, so a mixture's shares (data.train as"
+            " a list) cannot be kept; set packing: false, or give data.train one file"
+        )
     if training.resume not in (None, "auto") and not Path(training.resume).is_dir():
         problems.append(f"training.resume: {training.resume} is not a checkpoint folder; use auto or a checkpoint path")
     if recipe.classification.labels is not None and len(set(recipe.classification.labels)) < 2:
@@ -160,19 +166,34 @@ def check_output_dir(output_dir: str) -> list[str]:
 def check_data_paths(cfg: DataConfig) -> list[str]:
     problems = []
     for key in ("train", "validation"):
-        spec = getattr(cfg, key)
-        if spec is None:
-            continue
-        path = Path(spec)
-        if path.suffix in DATA_LOADERS and not path.is_file():
-            problems.append(f"data.{key}: file not found: {spec}")
-        elif path.suffix and path.suffix not in DATA_LOADERS:
-            problems.append(f"data.{key}: {spec}: unsupported file type; use .jsonl, .json, .csv or .parquet")
-        elif not path.suffix and not path.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-            problems.append(f"data.{key}: {spec!r} is not a local file and HF_HUB_OFFLINE=1 is set")
+        value = getattr(cfg, key)
+        sources = cfg.train_sources if key == "train" else cfg.validation_sources
+        for i, source in enumerate(sources):
+            where = f"data.{key}[{i}].path" if isinstance(value, list) else f"data.{key}"
+            problems += _data_path_problems(where, source.path)
+    if cfg.mixed and cfg.format == "preference":
+        problems.append(
+            "data.train: a list of sources mixes SFT and classification rows; a preference run trains on one file"
+        )
+    if isinstance(cfg.validation, list) and (cfg.format == "preference" or cfg.labelled):
+        problems.append(
+            f"data.validation: a list of sources is for SFT runs; a {cfg.format} run validates on one file (with a"
+            " data.train mixture, data.validation_fraction carves validation rows that keep their sources)"
+        )
     if cfg.chat_template and not Path(cfg.chat_template).is_file():
         problems.append(f"data.chat_template: file not found: {cfg.chat_template}")
     return problems
+
+
+def _data_path_problems(where: str, spec: str) -> list[str]:
+    path = Path(spec)
+    if path.suffix in DATA_LOADERS and not path.is_file():
+        return [f"{where}: file not found: {spec}"]
+    if path.suffix and path.suffix not in DATA_LOADERS:
+        return [f"{where}: {spec}: unsupported file type; use .jsonl, .json, .csv or .parquet"]
+    if not path.suffix and not path.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        return [f"{where}: {spec!r} is not a local file and HF_HUB_OFFLINE=1 is set"]
+    return []
 
 
 def missing_extras(recipe: Recipe) -> list[str]:

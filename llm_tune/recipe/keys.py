@@ -38,7 +38,17 @@ def _rows(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, st
             rows += _rows(nested, f"{path}.")
             continue
         rows.append((path, _type_name(info.annotation), _default(info), info.description or ""))
+        item = _list_item_section(info.annotation)
+        if item is not None:  # a list of sections (data.train's sources): each item's keys
+            rows += _rows(item, f"{path}[].")
     return rows
+
+
+def _list_item_section(annotation: Any) -> type[Section] | None:
+    for candidate in typing.get_args(annotation):
+        if typing.get_origin(candidate) is list:
+            return _section_of(typing.get_args(candidate)[0])
+    return None
 
 
 def _tagged_rows(section: str) -> list[tuple[str, str, str, str]]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from llm_tune.recipe.data import DataConfig
 from llm_tune.recipe.preference import DpoConfig, Preference
 from llm_tune.recipe.section import Section
 
@@ -117,80 +118,6 @@ Strategy = Annotated[
     | Annotated[QLoraStrategy, Tag("qlora")],
     Discriminator(_strategy_kind),
 ]
-
-
-class FieldNames(Section):
-    """Which column of the data holds what; defaults follow the common dataset layouts."""
-
-    instruction: str = Field("instruction", description="alpaca: the instruction column")
-    input: str = Field("input", description="alpaca: the optional input column, appended to the instruction")
-    output: str = Field("output", description="alpaca: the answer column")
-    messages: str = Field("messages", description="chat: the column holding [{role, content}, ...]")
-    text: str = Field("text", description="completion and classification: the text column")
-    label: str = Field("label", description="classification: the label column")
-    labels: str = Field(
-        "labels",
-        description="multi_label: the column of each row's labels: a list, or one string split on data.label_separator",
-    )
-    score: str = Field("score", description="regression: the column of each row's target number")
-    text_pair: str | None = Field(
-        None,
-        description="classification, multi_label, regression: the second text of a text pair (STS-B, NLI, QQP);"
-        " data.prompt must then place it with {text_pair}; null: one text per row",
-    )
-
-
-class DataConfig(Section):
-    train: str = Field(description="training rows: a .jsonl, .json, .csv or .parquet file, or a Hub dataset name")
-    validation: str | None = Field(None, description="validation rows, in the same format as train")
-    validation_fraction: float | None = Field(
-        None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
-    )
-    validation_seed: int = Field(0, description="seed of the shuffle that carves validation_fraction out of train")
-    format: Literal["alpaca", "chat", "completion", "classification", "multi_label", "regression", "preference"] = (
-        Field(
-            "alpaca",
-            description="how rows are read: alpaca, chat, completion (raw text), classification (one label a"
-            " row), multi_label (a list of labels a row; sigmoid outputs, sequence head) or regression (a number a row;"
-            " one output, sequence head), the last three with task: classification; or preference ({prompt, chosen,"
-            " rejected} pairs, implicit-prompt conversation pairs, or {prompt, completion, label} for KTO; TRL's names)",
-        )
-    )
-    fields: FieldNames = Field(FieldNames(), description="column names, when they differ from the defaults")
-    max_length: int = Field(1024, gt=0, description="tokens per row; longer rows are truncated (and counted)")
-    train_on_prompt: bool = Field(False, description="false: loss on the completion / assistant turns only")
-    skip_bad_rows: bool = Field(False, description="false: an empty or incomplete row stops the run, naming it")
-    system_prompt: str | None = Field(
-        None,
-        description="a system message for every row; null keeps the template's default one; '' an empty system"
-        " turn (the fewest tokens per row)",
-    )
-    chat_template: str | None = Field(
-        None, description="a .jinja chat template with {% generation %} markers, for chat models llm_tune does not know"
-    )
-    prompt: str = Field(
-        "Classify the text as one of: {labels}.\n\nText: {text}",
-        description="classification: the instruction a text is wrapped in; {text}, {labels} and (with"
-        " fields.text_pair) {text_pair} are filled in",
-    )
-    label_separator: str = Field(
-        ",",
-        min_length=1,
-        description="multi_label: a labels column holding one string is split on this (each part"
-        " stripped), e.g. 'joy,love'",
-    )
-
-    @property
-    def labelled(self) -> bool:
-        """Rows carry a target for a classifier: a label, labels or a number (formats classification, multi_label,
-        regression)."""
-        return self.format in ("classification", "multi_label", "regression")
-
-    @model_validator(mode="after")
-    def _one_validation_source(self) -> DataConfig:
-        if self.validation and self.validation_fraction:
-            raise ValueError("set data.validation or data.validation_fraction, not both")
-        return self
 
 
 class ClassificationConfig(Section):

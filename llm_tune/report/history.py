@@ -36,6 +36,7 @@ class RunData:
     state_from: Path | None = None  # where the log came from
     label: str | None = None  # set when several runs of the same folder name are compared
     rewards: dict[str, Series] = field(default_factory=dict)  # a preference run's TRL reward curves, by log key
+    source_losses: dict[str, Series] = field(default_factory=dict)  # validation loss by source (a list of sources)
 
     @property
     def name(self) -> str:
@@ -69,12 +70,22 @@ def read_run(root: Path) -> RunData:
         environment=read_json(run.environment) if run.environment.is_file() else None,
         state_from=state_file,
         rewards={key: _series(log, key) for key in REWARD_KEYS if _series(log, key)},
+        source_losses=_source_losses(log, recipe),
     )
     if data.classification and "eval_loss" in metrics:
         data.final_eval_loss = (int(metrics.get("train_steps") or _last_step(log)), float(metrics["eval_loss"]))
     if evaluation is not None and "pearson" not in evaluation:  # regression rows are plotted, not listed
         data.predictions, data.wrong = _shown_predictions(_jsonl(run.eval / "predictions.jsonl"))
     return data
+
+
+def _source_losses(log: list[dict[str, Any]], recipe: Recipe) -> dict[str, Series]:
+    """eval_NAME_loss of each source the validation rows came from (data.validation as a list, or carved from a
+    data.train mixture), by source name."""
+    data = recipe.data
+    sources = data.validation_sources if isinstance(data.validation, list) else data.train_sources if data.mixed else []
+    series = {s.label: _series(log, f"eval_{s.label}_loss") for s in sources}
+    return {name: points for name, points in series.items() if points}
 
 
 def _state_file(run: RunFolder) -> Path | None:

@@ -99,6 +99,8 @@ def _run_figures(run: RunData) -> dict[str, tuple[str, bytes]]:
     }
     if run.rewards:
         figures["rewards"] = ("Rewards", plots.rewards_plot(run))
+    if run.source_losses:
+        figures["source_loss"] = ("Validation loss by source", plots.source_loss_plot(run))
     evaluation = run.evaluation or {}
     if "confusion_matrix" in evaluation:
         figures["confusion_matrix"] = ("Confusion matrix", plots.confusion_plot(evaluation))
@@ -147,8 +149,8 @@ def _summary(run: RunData) -> dict[str, str]:
         "model": recipe.model.name_or_path,
         "strategy": recipe.strategy.kind,
         "task": task,
-        "data": f"{recipe.data.train} ({recipe.data.format})"
-        + (f", validation {recipe.data.validation}" if recipe.data.validation else ""),
+        "data": f"{recipe.data.train_label} ({recipe.data.format})"
+        + (f", validation {recipe.data.validation_label}" if recipe.data.validation else ""),
         "trainable": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)" if trainable and total else "",
     }
 

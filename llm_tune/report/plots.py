@@ -92,6 +92,23 @@ def rewards_plot(run: RunData) -> bytes | None:
     return _png(fig, ax)
 
 
+def source_loss_plot(run: RunData) -> bytes | None:
+    """Validation loss of each source of the validation rows (dashed, dots), beside the whole set's; None when the
+    run's validation did not come from a list of sources."""
+    if not run.source_losses:
+        return None
+    import matplotlib as mpl
+
+    fig, ax = _figure()
+    _line(ax, run.eval_loss, "#111827", "all validation rows", "-", marker="o")
+    palette = mpl.colormaps["tab10"].colors
+    for index, (name, series) in enumerate(run.source_losses.items()):
+        _line(ax, series, palette[index % len(palette)], name, "--", marker="o")
+    ax.set(xlabel="step", ylabel="loss", title="Validation loss by source")
+    _integer_steps(ax)
+    return _png(fig, ax)
+
+
 def confusion_plot(evaluation: dict[str, Any]) -> bytes:
     """Counts per (true, predicted) label, shaded by the share of the true label's rows."""
     from matplotlib.figure import Figure

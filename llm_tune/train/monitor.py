@@ -28,6 +28,8 @@ class LabelRows:
     max_length: int
     autocast: bool
     recipe: Recipe | None = None  # multi_label and regression runs: scored by classification/target_scoring.py
+    sources: list[int] | None = None  # validation from a list of sources: each row's source index
+    source_names: list[str] | None = None
 
 
 class ClassifierEvaluation:
@@ -46,8 +48,10 @@ class ClassifierEvaluation:
             from llm_tune.classification.target_scoring import head_outputs, target_metrics
 
             outputs = head_outputs(rows.recipe, self.model, self.processing_class, rows.prompts, rows.batch_size)
-            scores = target_metrics(rows.recipe, outputs, rows.truth)
+            recipe = rows.recipe
+            scores = target_metrics(recipe, outputs, rows.truth)
             scores.setdefault("accuracy", scores.get("subset_accuracy"))  # multi_label: the whole set right
+            by_source = _source_losses(rows, lambda i: target_metrics(recipe, outputs[i], [rows.truth[j] for j in i]))
         else:
             probs = label_probabilities(
                 self.model,
@@ -60,10 +64,14 @@ class ClassifierEvaluation:
                 rows.autocast,
             )
             scores = classification_metrics(probs, rows.truth, rows.labels)
+            by_source = _source_losses(
+                rows, lambda i: classification_metrics(probs[i], [rows.truth[j] for j in i], rows.labels)
+            )
         seconds = time.perf_counter() - started
         summary = ("loss", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
         metrics = {
             **{f"{metric_key_prefix}_{key}": scores[key] for key in summary if scores.get(key) is not None},
+            **{f"{metric_key_prefix}_{name}_loss": loss for name, loss in by_source.items()},
             f"{metric_key_prefix}_runtime": round(seconds, 3),
             f"{metric_key_prefix}_samples_per_second": round(len(rows.truth) / seconds, 3),
         }
@@ -72,7 +80,20 @@ class ClassifierEvaluation:
         return metrics
 
 
-def label_rows(recipe: Recipe, validation: Any) -> LabelRows:
+def _source_losses(rows: LabelRows, score: Any) -> dict[str, float]:
+    """Each validation source's loss: `score` (the same metrics) over that source's rows alone."""
+    if rows.sources is None or rows.source_names is None:
+        return {}
+    losses = {}
+    for index, name in enumerate(rows.source_names):
+        members = [i for i, s in enumerate(rows.sources) if s == index]
+        if members:
+            losses[name] = float(score(members)["loss"])
+    return losses
+
+
+def label_rows(recipe: Recipe, validation: Any, source_names: list[str] | None = None) -> LabelRows:
+    from llm_tune.data.mixture import SOURCE
     from llm_tune.model.precision import mixed_precision
 
     labels = recipe.classification.labels
@@ -86,6 +107,8 @@ def label_rows(recipe: Recipe, validation: Any) -> LabelRows:
         batch_size=recipe.training.per_device_eval_batch_size,
         max_length=recipe.data.max_length,
         autocast=mixed_precision(recipe.model),
+        sources=list(validation[SOURCE]) if source_names else None,
+        source_names=source_names,
     )
 
 

@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from llm_tune.data.mixture import SOURCE, SourceShare, epoch_rows
+
 
 class LengthGroupedOrder(Sampler):
     """Rows in length-grouped batches of `global_batch`, shuffled by a generator seeded with seed + epoch."""
@@ -40,18 +42,55 @@ class LengthGroupedOrder(Sampler):
         return iter(self.order())
 
 
+class MixedOrder(Sampler):
+    """A mixture's epoch: the rows data/mixture.py draws for (seed, epoch), then length-grouped batches of the
+    global batch (`lengths` given) or a permutation, from a generator seeded the same way."""
+
+    def __init__(
+        self, sources: list[int], shares: list[SourceShare], lengths: list[int] | None, global_batch: int, seed: int
+    ) -> None:
+        self.sources, self.shares, self.lengths = sources, shares, lengths
+        self.global_batch, self.seed, self.epoch = global_batch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(share.epoch_rows for share in self.shares)
+
+    def order(self) -> list[int]:
+        rows = epoch_rows(self.sources, self.shares, self.seed, self.epoch)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.lengths is None:
+            places = torch.randperm(len(rows), generator=generator).tolist()
+        else:
+            lengths = [self.lengths[i] for i in rows]
+            places = get_length_grouped_indices(lengths, self.global_batch, generator=generator)
+        return [rows[i] for i in places]
+
+    def __iter__(self) -> Any:
+        return iter(self.order())
+
+
 def row_lengths(dataset: Any, column: str = "input_ids") -> list[int]:
     return [len(ids) for ids in dataset[column]]
 
 
 class ExactOrder:
-    """A trainer mixin: length grouping by LengthGroupedOrder (every other strategy is transformers' own)."""
+    """A trainer mixin: length grouping by LengthGroupedOrder, a mixture of sources by MixedOrder (`mixture`: the
+    sources' shares, set by train/trainer.py); every other strategy is transformers' own."""
+
+    mixture: list[SourceShare] | None = None
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = self.train_dataset if train_dataset is None else train_dataset
         args = self.args
-        if args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "column_names"):
-            return super()._get_train_sampler(train_dataset)
+        grouped = args.train_sampling_strategy == "group_by_length"
         global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
         seed = args.data_seed if args.data_seed is not None else args.seed
+        if self.mixture is not None:  # the source column is the trainer's own dataset's (the loader drops it)
+            lengths = row_lengths(dataset) if grouped else None
+            return MixedOrder(self.train_dataset[SOURCE], self.mixture, lengths, global_batch, seed)
+        if not grouped or not hasattr(dataset, "column_names"):
+            return super()._get_train_sampler(train_dataset)
         return LengthGroupedOrder(row_lengths(dataset), global_batch, seed)

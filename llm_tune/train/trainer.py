@@ -129,8 +129,9 @@ def build_trainer(
         if recipe.is_classification and recipe.classification.class_weights is not None:
             trainer.token_weight = _answer_token_weight(recipe, tokenizer, trainer.train_dataset)
     if recipe.is_classification and splits.validation is not None:
-        trainer.label_rows = label_rows(recipe, splits.validation)
+        trainer.label_rows = label_rows(recipe, splits.validation, splits.source_names.get("validation"))
     trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
+    _mix(trainer, recipe, splits)
     for callback in watch_callbacks(recipe.training):
         trainer.add_callback(callback)
     every = getattr(recipe.strategy, "unfreeze_every_steps", None)
@@ -146,6 +147,25 @@ def build_trainer(
     return trainer
 
 
+def _mix(trainer: Any, recipe: Recipe, splits: Splits) -> None:
+    """A list of sources: the training order draws each epoch's rows by the weights (train/order.py), and each
+    validation source is also evaluated on its own (train/sources.py); the shares go into the run's notes."""
+    from llm_tune.data.mixture import SOURCE, epoch_shares
+
+    names = splits.source_names
+    if "train" in names:
+        data, dataset = recipe.data, trainer.train_dataset
+        weights = [source.weight for source in data.train_sources]
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        trainer.mixture = epoch_shares(names["train"], weights, lengths, dataset[SOURCE], data.mix_by)
+        if empty := [i for i, share in enumerate(trainer.mixture) if share.rows == 0]:
+            raise UserError(*(f"data.train[{i}] ({data.train_sources[i].path}): no row keeps a trained token after"
+                              " truncation; raise data.max_length or drop the source" for i in empty))  # fmt: skip
+        splits.notes += [share.line(data.mix_by) for share in trainer.mixture]
+    if "validation" in names and trainer.eval_dataset is not None:
+        trainer.validation_sources = names["validation"]
+
+
 def trainer_class(recipe: Recipe) -> type:
     """The trainer for the recipe: TRL's SFTTrainer or transformers' Trainer (a sequence head), with llm_tune's
     mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/monitor.py)
@@ -158,8 +178,10 @@ def trainer_class(recipe: Recipe) -> type:
     from llm_tune.train.loss import LabelOnlyLoss
     from llm_tune.train.monitor import ClassifierEvaluation
     from llm_tune.train.order import ExactOrder
+    from llm_tune.train.sources import SourceEvaluation
 
-    mixins: list[type] = [ExactOrder]  # the training order a pure function of (seed, epoch, global batch)
+    # The training order a pure function of (seed, epoch, global batch); a validation mixture's losses by source.
+    mixins: list[type] = [ExactOrder, SourceEvaluation]
     if recipe.is_classification:
         mixins.append(ClassifierEvaluation)
     if getattr(recipe.strategy, "unfreeze_every_steps", None) is not None:
@@ -189,7 +211,7 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
                         packing=recipe.training.packing, cut_prompt=_classifier_cut(recipe, tokenizer, splits))  # fmt: skip
     splits.lengths[name] = done.lengths
     if len(done.dataset) == 0:
-        where = getattr(data, name) or "data.validation_fraction"
+        where = (data.train_label if name == "train" else data.validation_label) or "data.validation_fraction"
         raise UserError(f"{where}: no row keeps a trained token after truncation; raise data.max_length")
     if note := truncation_note(name, done, data.max_length):
         splits.notes.append(note)
@@ -215,6 +237,7 @@ def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Spli
     from llm_tune.classification.heads import encode_for_classifier
     from llm_tune.classification.problems import training_target
     from llm_tune.classification.weights import weighted_cross_entropy
+    from llm_tune.data.mixture import SOURCE
     from llm_tune.data.tokens import over_length_note
 
     encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length, training_target(recipe))
@@ -224,7 +247,8 @@ def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Spli
         split = getattr(splits, name)
         if split is None:
             continue
-        done = split.map(encode, batched=True, remove_columns=split.column_names, desc="Tokenizing")
+        text = [c for c in split.column_names if c != SOURCE]  # a mixture's source index stays with its row
+        done = split.map(encode, batched=True, remove_columns=text, desc="Tokenizing")
         splits.lengths[name] = done["length"]
         if over := sum(n > recipe.data.max_length for n in splits.lengths[name]):
             splits.notes.append(over_length_note(name, over, len(done), recipe.data.max_length))
