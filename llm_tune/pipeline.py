@@ -70,7 +70,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
             trainer = build_preference_trainer(recipe, model, tokenizer, splits, out)
         else:
             trainer = build_trainer(recipe, model, tokenizer, splits, out, args)  # tokenizes (main, then cached)
-        if len(trainer.train_dataset) == 0:
+        if not recipe.data.streaming and len(trainer.train_dataset) == 0:
             raise UserError(
                 f"{recipe.data.train_label}: no row keeps a trained token after truncation; raise data.max_length"
             )
@@ -94,6 +94,8 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
         scores = trainer.evaluate()
         metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS or k in by_source})
+    if counts := getattr(trainer.train_dataset, "counts", None):  # a stream: what it read, skipped and cut
+        metrics["streaming"] = dataclasses.asdict(counts)
     if getattr(trainer, "mixture", None):  # data.train as a list: each source's rows, tokens and epoch share
         metrics["mixture"] = [dataclasses.asdict(share) for share in trainer.mixture]
     tokenizer.chat_template = stock_template  # exports carry the stock template, which renders identically
@@ -180,6 +182,10 @@ def training_data(recipe: Recipe, tokenizer: Any) -> Any:
         from llm_tune.data.preference import load_preference_splits
 
         return load_preference_splits(recipe.data, tokenizer, recipe.preference.method, recipe.training.seed)
+    if recipe.data.streaming:  # the first rows now; the trainer streams the file (data/stream.py)
+        from llm_tune.data.stream import load_stream_splits
+
+        return load_stream_splits(recipe.data, tokenizer)
     classifying = recipe.reads_labels
     splits = load_splits(recipe.data, recipe.classification.labels if classifying else None, tokenizer)
     if classifying:
@@ -308,7 +314,7 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
         "train_loss": result.training_loss,
         "train_runtime_s": round(runtime, 3),
         "train_steps": trainer.state.global_step,
-        "train_examples": round((trainer.state.epoch or 0) * len(trainer.train_dataset)),
+        "train_examples": _examples(trainer),
         "train_tokens": tokens,
         "run_tokens": run_tokens,
         "tokens_per_s": round(run_tokens / runtime, 2) if runtime else 0.0,
@@ -318,6 +324,14 @@ def _metrics(trainer: Any, result: Any, runtime: float, trainable: int, total: i
     if torch.cuda.is_available():  # rank 0's peak GPU memory, model loading included
         metrics["cuda_max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return metrics
+
+
+def _examples(trainer: Any) -> int:
+    """Rows trained on, repeats counted: epochs x rows, or for a stream (no length) steps x the global batch."""
+    args, state = trainer.args, trainer.state
+    if not hasattr(trainer.train_dataset, "__len__"):
+        return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return round((state.epoch or 0) * len(trainer.train_dataset))
 
 
 def _save_run(trainer: Any, tokenizer: Any, recipe: Recipe, out: RunFolder, metrics: dict[str, Any]) -> None:

@@ -202,6 +202,49 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             {"bad.jsonl": [alpaca, {"instruction": "x", "output": ""}]},
             **{"data.train": [{"path": str(data / "alpaca.jsonl")}, {"path": "{w}/bad.jsonl"}]},
         ),
+        # data.streaming: what a stream cannot do, and bad rows among its first rows (checked before anything runs)
+        "stream-without-max-steps": run(
+            "data.streaming: a stream has no length to count epochs in; set training.max_steps",
+            **{"data.streaming": True, "training.max_steps": None},
+        ),
+        "stream-classification": run(
+            "data.streaming: streams alpaca, chat and completion rows; classification rows are loaded whole",
+            {"rows.jsonl": [review("good film", "positive")]},
+            **{**classify, "data.streaming": True},
+        ),
+        "stream-with-packing": run(
+            "training.packing: with data.streaming, packs a loaded split",
+            **{"data.streaming": True, "training.packing": True},
+        ),
+        "stream-a-mixture": run(
+            "data.train: with data.streaming, a list of sources",
+            **{"data.streaming": True, "data.train": [{"path": str(data / "alpaca.jsonl")}]},
+        ),
+        "stream-validation-fraction": run(
+            "data.validation_fraction: with data.streaming", **{"data.streaming": True, "data.validation_fraction": 0.2}
+        ),
+        "stream-a-json-document": data_case(
+            "is one JSON document, read whole; stream JSON Lines", {"rows.json": [alpaca]}, **{"data.streaming": True}
+        ),
+        "stream-bad-row-in-the-head": data_case(
+            "rows.jsonl:2: missing or empty 'output'",
+            rows(alpaca, {"instruction": "x", "output": ""}, alpaca),
+            **{"data.streaming": True},
+        ),
+        "stream-malformed-line": data_case(
+            "rows.jsonl:2: not valid JSON",
+            {"rows.jsonl": json.dumps(alpaca) + '\n{"instruction": \n'},
+            **{"data.streaming": True},
+        ),
+        "stream-empty-file": data_case(
+            "rows.jsonl: no rows (the file is empty)", {"rows.jsonl": ""}, **{"data.streaming": True}
+        ),
+        "stream-shuffle-buffer-zero": run("shuffle_buffer", **{"data.streaming": True, "data.shuffle_buffer": 0}),
+        "stream-doctor": Case(
+            ["doctor", "{w}/r.yaml"],
+            "data.streaming: doctor measures a loaded file's rows",
+            {"r.yaml": recipe(tiny, data, **{"data.streaming": True})},
+        ),
         "data-chat-template-missing": run(
             "data.chat_template: file not found", **{"data.chat_template": "{w}/t.jinja"}
         ),

@@ -117,6 +117,12 @@ LATER_EPOCH = {
     # The instruct recipe on a mixture of two sources weighted 1:2 (data/mixture.py draws each epoch's rows from
     # (seed, epoch)): 20 + 40 rows of the 60, 60 an epoch, 8 steps an epoch.
     "mixture": ("instruct-lora.yaml", 8, ["training.save_steps=3"]),
+    # The instruct recipe streaming its 60 rows (data.streaming: passes shuffled through a 16-row buffer seeded by
+    # (seed, pass), windows sorted by length): 7.5 steps a pass, 32 steps; the resumed run reads the passes again
+    # and skips the batches it trained.
+    "stream": ("instruct-lora.yaml", 8, [
+        "training.save_steps=3", "training.max_steps=32", "data.streaming=true", "data.shuffle_buffer=16",
+    ]),
     # DPO (the step-0 gate on the fresh start, a seeded plain shuffle): 12 pairs at batch 2, 6 steps an epoch, 12
     # in all, validation pairs evaluated (and saved) every 3 steps.
     "dpo": ("dpo.yaml", 6, [

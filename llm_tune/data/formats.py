@@ -126,7 +126,6 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     `source` column (data/mixture.py)."""
     notes: list[str] = []
     train_parts = [keep_good_rows(read_rows(s.path), cfg, s.path, labels, notes) for s in cfg.train_sources]
-    val_parts = [read_rows(s.path) for s in cfg.validation_sources]
     if cfg.labelled and labels is None and cfg.format != "regression":
         labels = sorted({label for part in train_parts for label in discovered_labels(part, cfg) or []})
         if len(labels) < 2:
@@ -134,19 +133,31 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
                 f"{cfg.train_label}: every row has the label {labels[0]!r}; a classifier needs rows of at least two"
                 " labels"
             )
-    val_parts = [keep_good_rows(p, cfg, s.path, labels, notes) for p, s in zip(val_parts, cfg.validation_sources)]
     conversational = tokenizer.chat_template is not None
     train = _joined([render(p, cfg, labels, conversational) for p in train_parts], cfg.mixed)
-    validation = _joined([render(p, cfg, labels, conversational) for p in val_parts], isinstance(cfg.validation, list))
-    names = {"train": [s.label for s in cfg.train_sources]} if cfg.mixed else {}
-    if isinstance(cfg.validation, list):
-        names["validation"] = [s.label for s in cfg.validation_sources]
-    if validation is None and cfg.validation_fraction:  # carved rows keep their source: per-source losses too
+    assert train is not None  # a recipe has at least one training source
+    splits = with_validation(Splits(train, None, labels, notes), cfg, conversational)
+    if cfg.mixed:
+        splits.source_names["train"] = [s.label for s in cfg.train_sources]
+    if splits.validation is None and cfg.validation_fraction:  # carved rows keep their source: per-source losses
         parts = train.train_test_split(test_size=cfg.validation_fraction, seed=cfg.validation_seed, shuffle=True)
-        train, validation = parts["train"], parts["test"]
+        splits.train, splits.validation = parts["train"], parts["test"]
         if cfg.mixed:
-            names["validation"] = names["train"]
-    return Splits(train, validation, labels, [n for n in notes if n], source_names=names)
+            splits.source_names["validation"] = splits.source_names["train"]
+    splits.notes = [n for n in notes if n]
+    return splits
+
+
+def with_validation(splits: Splits, cfg: DataConfig, conversational: bool) -> Splits:
+    """The splits with data.validation's rows (checked, rendered; a list of sources joined, each row keeping its
+    source) and their bad-row notes."""
+    parts = [keep_good_rows(read_rows(s.path), cfg, s.path, splits.labels, splits.notes)
+             for s in cfg.validation_sources]  # fmt: skip
+    listed = isinstance(cfg.validation, list)
+    splits.validation = _joined([render(p, cfg, splits.labels, conversational) for p in parts], listed)
+    if listed:
+        splits.source_names["validation"] = [s.label for s in cfg.validation_sources]
+    return splits
 
 
 def _joined(parts: list[Dataset], mixed: bool) -> Dataset | None:
@@ -203,7 +214,8 @@ def _chat_problem(messages: Any) -> str | None:
     return None
 
 
-def _where(spec: str, index: int) -> str:
+def row_place(spec: str, index: int) -> str:
+    """Where the row at `index` (counted from 0) is, as an editor shows it: a line of a .jsonl or .csv file."""
     suffix = Path(spec).suffix
     if suffix == ".jsonl":
         return f"{spec}:{index + 1}"
@@ -227,19 +239,25 @@ def keep_good_rows(
         raise UserError(f"{spec}: no rows")
     if not bad:
         return rows
-    lines = [f"{_where(spec, i)}: {problem}" for i, problem in bad[:MAX_LISTED]]
+    judge_bad_rows(spec, [f"{row_place(spec, i)}: {problem}" for i, problem in bad], len(rows), cfg, notes)
+    dropped = {i for i, _ in bad}
+    kept = rows.select([i for i in range(len(rows)) if i not in dropped])
+    if len(kept) == 0:
+        raise UserError(f"{spec}: every row is bad")
+    return kept
+
+
+def judge_bad_rows(spec: str, bad: list[str], rows: int, cfg: DataConfig, notes: list[str], of: str = "") -> None:
+    """Bad rows (one 'where: problem' line each) stop the run, listing the first MAX_LISTED, or go into the run's
+    notes with their count under data.skip_bad_rows. `of` qualifies the row count (a stream's first rows)."""
+    lines = bad[:MAX_LISTED]
     if len(bad) > MAX_LISTED:
         lines.append(f"{spec}: ... and {len(bad) - MAX_LISTED} more bad rows")
     if not cfg.skip_bad_rows:
         lines.append(f"{spec}: fix these rows, or set data.skip_bad_rows: true to skip them")
         raise UserError(*lines)
     notes.extend(lines)
-    notes.append(f"{spec}: skipped {len(bad)} bad rows of {len(rows)} (data.skip_bad_rows)")
-    dropped = {i for i, _ in bad}
-    kept = rows.select([i for i in range(len(rows)) if i not in dropped])
-    if len(kept) == 0:
-        raise UserError(f"{spec}: every row is bad")
-    return kept
+    notes.append(f"{spec}: skipped {len(bad)} bad rows of {of}{rows} (data.skip_bad_rows)")
 
 
 def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversational: bool) -> Dataset:
@@ -249,22 +267,28 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
         from llm_tune.data.preference import render_for_prompting
 
         return render_for_prompting(rows, cfg, conversational)
+    return rows.map(
+        render_row,
+        fn_kwargs={"cfg": cfg, "labels": labels, "conversational": conversational},
+        remove_columns=rows.column_names,
+        desc="Rendering rows",
+    )
 
-    def convert(row: dict[str, Any]) -> dict[str, Any]:
-        names = cfg.fields
-        if cfg.format == "completion":
-            return {"text": row[names.text]}
-        if cfg.format == "chat":
-            return {"messages": with_system(row[names.messages], cfg.system_prompt)}
-        if cfg.labelled:
-            label, answer = target(row, cfg)
-            user = fill_prompt(cfg, row[names.text], labels, row.get(names.text_pair) if names.text_pair else None)
-            return {**_pair(user, answer, cfg.system_prompt, conversational), "label": label}
-        instruction, extra = row[names.instruction], row.get(names.input) or ""
-        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        return _pair(user, row[names.output], cfg.system_prompt, conversational)
 
-    return rows.map(convert, remove_columns=rows.column_names, desc="Rendering rows")
+def render_row(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None, conversational: bool) -> dict[str, Any]:
+    """One checked row of an SFT or classification format in TRL's format (a streamed row too: data/stream.py)."""
+    names = cfg.fields
+    if cfg.format == "completion":
+        return {"text": row[names.text]}
+    if cfg.format == "chat":
+        return {"messages": with_system(row[names.messages], cfg.system_prompt)}
+    if cfg.labelled:
+        label, answer = target(row, cfg)
+        user = fill_prompt(cfg, row[names.text], labels, row.get(names.text_pair) if names.text_pair else None)
+        return {**_pair(user, answer, cfg.system_prompt, conversational), "label": label}
+    instruction, extra = row[names.instruction], row.get(names.input) or ""
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return _pair(user, row[names.output], cfg.system_prompt, conversational)
 
 
 def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:

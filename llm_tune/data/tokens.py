@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,17 +50,8 @@ def tokenize_sft(
     `cut_prompt` (a generate-head classifier): prompt/completion rows lose the start of their prompt instead, as
     the function cuts it, so training sees the tokens that eval and predict score; the answer stays whole."""
 
-    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        ids, labels, prompt_ends = _encode(batch, tokenizer, completion_only, assistant_only)
-        lengths = [len(row) for row in ids]
-        if cut_prompt is not None:
-            drops = [end - len(cut_prompt(row[:end])) for row, end in zip(ids, prompt_ends)]
-            ids, labels = [row[d:] for row, d in zip(ids, drops)], [row[d:] for row, d in zip(labels, drops)]
-        if max_length is not None and not packing:  # packing chunks sequences to max_length itself
-            ids, labels = [row[:max_length] for row in ids], [row[:max_length] for row in labels]
-        trains = [any(x != IGNORE for x in row) for row in labels]
-        return {"input_ids": ids, "labels": labels, "length": lengths, "trains": trains}
-
+    encode = partial(encode_rows, tokenizer=tokenizer, completion_only=completion_only, assistant_only=assistant_only,
+                     max_length=None if packing else max_length, cut_prompt=cut_prompt)  # fmt: skip
     workers = min(os.cpu_count() or 1, len(split) // ROWS_PER_PROCESS) or None
     rendered = [c for c in split.column_names if c in RENDERED]  # others pass through (doctor's row numbers)
     done = split.map(encode, batched=True, remove_columns=rendered, num_proc=workers, desc="Tokenizing")
@@ -71,6 +63,28 @@ def tokenize_sft(
     lengths = facts["length"]
     over = sum(n > max_length for n in lengths) if max_length is not None and not packing else 0
     return Tokenized(dataset, len(split), over, len(done) - len(keep), lengths)
+
+
+def encode_rows(
+    batch: dict[str, list[Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    completion_only: bool,
+    assistant_only: bool,
+    max_length: int | None,
+    cut_prompt: Callable[[list[int]], list[int]] | None = None,
+) -> dict[str, list[Any]]:
+    """A batch of rendered rows of one shape as input_ids/labels cut to `max_length` (None: whole, as packing wants),
+    with each row's length before the cut and whether it keeps a trained token (a streamed chunk too)."""
+    ids, labels, prompt_ends = _encode(batch, tokenizer, completion_only, assistant_only)
+    lengths = [len(row) for row in ids]
+    if cut_prompt is not None:
+        drops = [end - len(cut_prompt(row[:end])) for row, end in zip(ids, prompt_ends)]
+        ids, labels = [row[d:] for row, d in zip(ids, drops)], [row[d:] for row, d in zip(labels, drops)]
+    if max_length is not None:
+        ids, labels = [row[:max_length] for row in ids], [row[:max_length] for row in labels]
+    trains = [any(x != IGNORE for x in row) for row in labels]
+    return {"input_ids": ids, "labels": labels, "length": lengths, "trains": trains}
 
 
 def _encode(

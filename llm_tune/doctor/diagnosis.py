@@ -36,6 +36,11 @@ def doctor(
 ) -> DoctorReport | PreferenceReport:
     """Print the report (and write it to json_path); raise UserError listing the problems, if any. With
     `launch_config` (an accelerate config file), the launch is checked first: its errors stop before anything loads."""
+    if recipe.data.streaming:  # doctor measures every row's length; a stream's rows are read as it trains
+        raise UserError(
+            f"{recipe_path}: data.streaming: doctor measures a loaded file's rows; run it with data.streaming=false"
+            " on a sample of the file (the first rows), or train directly"
+        )
     if recipe.task == "preference":  # its memory (two answers a row, the reference) is measured, not modelled
         from llm_tune.doctor.preference import preference_doctor
         from llm_tune.preference.start import from_run_problems

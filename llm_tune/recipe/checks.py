@@ -76,7 +76,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
                 "strategy.trainable_layers: 0 with no strategy.trainable_modules trains nothing; a linear probe needs"
                 " a classification head (classification.head: sequence) or modules to train (e.g. [lm_head])"
             )
-    return problems + _evaluation_problems(recipe) + target_problems(recipe)
+    return problems + _evaluation_problems(recipe) + _streaming_problems(recipe) + target_problems(recipe)
 
 
 def _evaluation_problems(recipe: Recipe) -> list[str]:
@@ -108,6 +108,39 @@ def _evaluation_problems(recipe: Recipe) -> list[str]:
     fits = recipe.task == "preference" if preference_metric else recipe.is_classification
     if metric != "eval_loss" and not fits:
         problems.append(f"training.metric_for_best_model: {metric} is a {task_of_metric} metric; use eval_loss")
+    return problems
+
+
+def _streaming_problems(recipe: Recipe) -> list[str]:
+    """data.streaming reads one file of SFT rows in passes until training.max_steps: what needs the whole file (an
+    epoch's length, packing, a mixture's shares, carving validation rows, a label set) cannot stream."""
+    data, training = recipe.data, recipe.training
+    if not data.streaming:
+        return []
+    problems = []
+    if training.max_steps <= 0:
+        problems.append(
+            "data.streaming: a stream has no length to count epochs in; set training.max_steps (the steps to train)"
+        )
+    if data.format not in ("alpaca", "chat", "completion"):
+        problems.append(
+            f"data.streaming: streams alpaca, chat and completion rows; {data.format} rows are loaded whole (a label"
+            " set, pairs): set data.streaming: false"
+        )
+    refused = {
+        "training.packing": (training.packing, "packs a loaded split; set packing: false"),
+        "data.train": (data.mixed, "a list of sources is drawn by shares of a loaded epoch; stream one file"),
+        "data.validation_fraction": (
+            data.validation_fraction is not None,
+            "carves rows out of a loaded file; give data.validation a file",
+        ),
+    }
+    problems += [f"{key}: with data.streaming, {why}" for key, (given, why) in refused.items() if given]
+    if not data.mixed and Path(data.train_sources[0].path).suffix == ".json":
+        problems.append(
+            f"data.train: {data.train_label} is one JSON document, read whole; stream JSON Lines (.jsonl), .csv or"
+            " .parquet"
+        )
     return problems
 
 

@@ -74,6 +74,20 @@ class DataConfig(Section):
         " repeated whole and the rest drawn, a smaller share is drawn; each epoch draws afresh, seeded by"
         " training.seed and the epoch (a resumed run draws the same)",
     )
+    streaming: bool = Field(
+        False,
+        description="read data.train as it trains instead of loading it whole (a file larger than memory): rows are"
+        " checked, rendered and tokenized as they stream, the first 1,000 before anything is written; the file is"
+        " read in passes, each shuffled through a buffer of data.shuffle_buffer rows seeded by training.seed and"
+        " the pass, until training.max_steps (required); a resumed run reads the same order and skips the rows it"
+        " trained. One .jsonl, .csv or .parquet file (or Hub dataset) of alpaca, chat or completion rows",
+    )
+    shuffle_buffer: int = Field(
+        10_000,
+        gt=0,
+        description="data.streaming: rows held in memory to shuffle the stream (each row leaves the buffer at a"
+        " random place as the next one enters); larger shuffles better and holds more",
+    )
     validation_fraction: float | None = Field(
         None, gt=0.0, lt=1.0, description="carve this fraction out of train for validation (instead of a file)"
     )

@@ -95,7 +95,8 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
 
     t, data = recipe.training, recipe.data
     # Preference trainers keep prompt and answers in columns of their own: no single token count to show.
-    counted = "input_ids" in trainer.train_dataset.column_names
+    streamed = hasattr(trainer.train_dataset, "counts")  # no length, no token count: data/stream.py
+    counted = "input_ids" in trainer.train_dataset.column_names and not streamed
     tokens = f", {_token_count(trainer.train_dataset):,} tokens" if counted else ""
     validation = f", {len(splits.validation):,} validation" if splits.validation is not None else ""
     head = f" ({recipe.classification.head} head)" if recipe.is_classification else ""
@@ -108,7 +109,11 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     say(
         f"strategy  {recipe.strategy.kind}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)"
     )
-    say(f"data      {len(splits.train):,} {data.format} rows{head}{tokens}{validation}")
+    if streamed:
+        say(f"data      {data.train_label}: {data.format} rows streamed, shuffled {data.shuffle_buffer:,} at a time;"
+            f" the first {len(splits.train):,} checked{validation}")  # fmt: skip
+    else:
+        say(f"data      {len(splits.train):,} {data.format} rows{head}{tokens}{validation}")
     say(
         f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
         f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}"
@@ -146,6 +151,10 @@ def run_ending(out: Any, metrics: dict[str, Any]) -> None:
         f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s ({metrics['tokens_per_s']:.0f}"
         f" tokens/s); {', '.join(scores)}"
     )
+    if stream := metrics.get("streaming"):
+        from llm_tune.data.stream import StreamCounts
+
+        say(StreamCounts(**stream).line())
     say(WARNINGS.summary())
     found = [text for name, text in _CONTENTS if (out.root / name).exists()]
     say(f"run folder {out.root}: {', '.join(found)}")

@@ -57,7 +57,8 @@ def trainer_arguments(recipe: Recipe, run: RunFolder, has_validation: bool) -> d
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         # Batches of similar lengths carry little padding; the seeded order is the same on every run and rank.
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # A stream groups by length itself (data/stream.py); the Trainer has no sampler for it.
+        train_sampling_strategy="group_by_length" if t.group_by_length and not recipe.data.streaming else "random",
         include_num_input_tokens_seen="non_padding",
         # Every trainable weight takes part in every step (adapters, unfrozen blocks, the head): no search.
         ddp_find_unused_parameters=False,
@@ -118,7 +119,12 @@ def build_trainer(
     if recipe.sequence_head:
         trainer = _classifier_trainer(recipe, model, tokenizer, splits, args)
     else:
-        train, validation = (_tokenized(recipe, tokenizer, splits, name) for name in ("train", "validation"))
+        train = (
+            _stream(recipe, tokenizer, args)
+            if recipe.data.streaming
+            else _tokenized(recipe, tokenizer, splits, "train")
+        )
+        validation = _tokenized(recipe, tokenizer, splits, "validation")
         trainer = trainer_class(recipe)(
             model=model,
             args=args,
@@ -216,6 +222,15 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
     if note := truncation_note(name, done, data.max_length):
         splits.notes.append(note)
     return done.dataset
+
+
+def _stream(recipe: Recipe, tokenizer: Any, args: Any) -> Any:
+    """data.streaming: the training rows tokenized as they are read, in the order of (seed, global batch)."""
+    from llm_tune.data.stream import streamed_train
+
+    t = recipe.training
+    global_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * args.world_size
+    return streamed_train(recipe.data, tokenizer, t.seed, global_batch, grouped=t.group_by_length)
 
 
 def _classifier_cut(recipe: Recipe, tokenizer: Any, splits: Splits) -> Any:
