@@ -7,8 +7,10 @@ processes run one after the other, each with a cold `datasets` cache (a fresh HF
   (its row checks, rendering, tokenization and one LoRA step; the run folder's report included);
 - plain TRL: `datasets.load_dataset("json")`, a map to prompt/completion, `SFTTrainer` with LoRA, one step.
 
-Both use SmolLM2-135M-Instruct, data.max_length 256, batch 4. Peak memory is the largest resident set of the
-process tree, sampled every 0.1 s.
+Both use SmolLM2-135M-Instruct, data.max_length 256, batch 4. Two times per process: to the end of the first
+optimizer step (what preparing the data delays; llm_tune's console line for step 1, a callback's line in the TRL
+script), and the whole process (llm_tune then also saves the adapter, writes three greedy samples and the report).
+Peak memory is the largest resident set of the process tree, sampled every 0.1 s.
 
     python bench/data.py                       # 20,000 and 200,000 rows
     python bench/data.py --sizes 20000 --repeats 3
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,8 @@ def peer(data: str) -> None:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    FirstStep = _first_step_callback()  # noqa: N806
+
     def to_pair(row: dict) -> dict:
         user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         return {"prompt": [{"role": "user", "content": user}],
@@ -67,11 +72,29 @@ def peer(data: str) -> None:
         max_steps=1, report_to="none", save_strategy="no", use_cpu=True,
     )  # fmt: skip
     lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    SFTTrainer(model=model, args=config, train_dataset=rows, peft_config=lora).train()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=rows, peft_config=lora)
+    trainer.add_callback(FirstStep())
+    trainer.train()
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and the process tree's peak resident GiB of one command, which must exit 0."""
+def _first_step_callback() -> type:
+    from transformers import TrainerCallback
+
+    class FirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            if state.global_step == 1:
+                print(PEER_MARK, flush=True)
+
+    return FirstStep
+
+
+PEER_MARK = "bench: first optimizer step done"
+FIRST_STEP = re.compile(rf"\bstep 1/|{PEER_MARK}")  # llm_tune's progress line for step 1, or the peer's callback
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds to the first optimizer step and to the end, and the process tree's peak resident GiB, of one
+    command, which must exit 0."""
     import psutil
 
     started = time.perf_counter()
@@ -92,13 +115,20 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    output, _ = proc.communicate()
+    first_step, lines = None, []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if first_step is None and FIRST_STEP.search(line):
+            first_step = time.perf_counter() - started
+    proc.wait()
     seconds = time.perf_counter() - started
     done.set()
     watcher.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}:\n{output[-3000:]}")
-    return seconds, peak / 2**30
+    if proc.returncode != 0 or first_step is None:
+        said = "".join(lines)[-3000:]
+        raise SystemExit(f"{' '.join(command)} exited {proc.returncode} (first step seen: {first_step}):\n{said}")
+    return first_step, seconds, peak / 2**30
 
 
 def commands(data: Path, work: Path) -> dict[str, list[str]]:
@@ -136,17 +166,21 @@ def main() -> None:
                         "HF_DATASETS_CACHE": str(cache),
                     }
                     runs.append(timed(command, env))
-                seconds = [s for s, _ in runs]
-                results.append({"rows": n, "case": case, "seconds": seconds, "median_s": statistics.median(seconds),
-                                "peak_gib": max(g for _, g in runs)})  # fmt: skip
-                print(f"{n:>9,} rows  {case:<10} {statistics.median(seconds):8.1f} s  {results[-1]['peak_gib']:5.2f} GiB",
-                      flush=True)  # fmt: skip
-    print(f"\n{'rows':>9}  {'case':<10} {'median s':>9} {'spread s':>9} {'peak GiB':>9} {'x plain TRL':>12}")
+                first = [f for f, _, _ in runs]
+                whole = [w for _, w, _ in runs]
+                results.append({"rows": n, "case": case, "first_step_s": first, "seconds": whole,
+                                "median_first_step_s": statistics.median(first), "median_s": statistics.median(whole),
+                                "peak_gib": max(g for _, _, g in runs)})  # fmt: skip
+                print(f"{n:>9,} rows  {case:<10} first step {statistics.median(first):7.1f} s, whole"
+                      f" {statistics.median(whole):7.1f} s, {results[-1]['peak_gib']:5.2f} GiB", flush=True)  # fmt: skip
+    print(f"\n{'rows':>9}  {'case':<10} {'first step s':>12} {'spread':>7} {'x TRL':>6} {'whole s':>8} {'x TRL':>6}"
+          f" {'peak GiB':>9}")  # fmt: skip
     for row in results:
-        peer_s = next(r["median_s"] for r in results if r["rows"] == row["rows"] and r["case"] == "plain TRL")
-        spread = max(row["seconds"]) - min(row["seconds"])
-        print(f"{row['rows']:>9,}  {row['case']:<10} {row['median_s']:9.1f} {spread:9.1f} {row['peak_gib']:9.2f}"
-              f" {row['median_s'] / peer_s:12.2f}")  # fmt: skip
+        base = next(r for r in results if r["rows"] == row["rows"] and r["case"] == "plain TRL")
+        spread = max(row["first_step_s"]) - min(row["first_step_s"])
+        print(f"{row['rows']:>9,}  {row['case']:<10} {row['median_first_step_s']:12.1f} {spread:7.1f}"
+              f" {row['median_first_step_s'] / base['median_first_step_s']:6.2f} {row['median_s']:8.1f}"
+              f" {row['median_s'] / base['median_s']:6.2f} {row['peak_gib']:9.2f}")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"max_length": MAX_LENGTH, "batch": BATCH, "results": results}, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -4,6 +4,7 @@ classification and the doctor all ask here."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -48,21 +49,33 @@ def text_prompt_end(ids: list[int]) -> int:
 
 
 def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, Any]]:
-    """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone."""
-    from llm_tune.data.formats import read_rows, render, row_problem
+    """Up to `count` good rows of the run's data in TRL's format, validation first; [] if the files are gone. Only
+    the files' first rows are read (a streamed file may be larger than memory)."""
+    from datasets import Dataset
+
+    from llm_tune.data.formats import render, row_problem
 
     for source in recipe.data.validation_sources + recipe.data.train_sources:
-        spec = source.path
         try:
-            rows = read_rows(spec)
+            rows = _first_rows(source.path, 10 * count)
         except UserError:
             continue  # data moved since training: the fallback prompts still verify the export
         labels = recipe.classification.labels
-        good = [i for i in range(min(len(rows), 10 * count)) if row_problem(rows[i], recipe.data, labels) is None]
+        good = [row for row in rows if row_problem(row, recipe.data, labels) is None]
         if good:
-            picked = rows.select(good[:count])
+            picked = Dataset.from_list(good[:count])
             return list(render(picked, recipe.data, labels, tokenizer.chat_template is not None))
     return []
+
+
+def _first_rows(spec: str, count: int) -> list[dict[str, Any]]:
+    from llm_tune.data.formats import read_rows
+    from llm_tune.data.stream import read_stream
+
+    if Path(spec).suffix == ".json":  # one document: read whole (its shapes are read_rows' to untangle)
+        rows = read_rows(spec)
+        return [rows[i] for i in range(min(len(rows), count))]
+    return [row for _, row in itertools.islice(read_stream(spec), count)]
 
 
 def stop_token_ids(tokenizer: Any, recipe: Recipe) -> list[int]:
