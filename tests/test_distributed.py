@@ -168,3 +168,22 @@ def test_an_error_names_its_rank_and_stops_the_job(tmp_path, tiny_model, data_di
     assert done.returncode != 0
     # torchrun stops the other rank as soon as one exits, so only the first rank to fail is sure to print.
     assert re.search(rf"error: rank [01]: {re.escape(str(path))}: data.train: file not found", done.stderr)
+
+
+def test_a_stream_trains_the_same_rows_on_two_processes(tmp_path, tiny_model, data_dir):
+    """data.streaming under DDP: every process reads the same seeded sequence of passes and keeps its part of each
+    global batch, so 2 processes x b=2 train the rows 1 process x b=4 trains (equal per-step losses, into a second
+    pass), and rank 0 alone says what it read."""
+    settings = {"max_steps": STEPS, "save_steps": 100}
+    recipe = base_recipe(tiny_model, data_dir, tmp_path / "unused", training=settings,
+                         data={"streaming": True, "shuffle_buffer": 8})  # fmt: skip
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    two = launch(ACCELERATE, "launch", "--config_file", str(CPU_DDP), "--num_processes", "2", "-m", "llm_tune",
+                 str(path), f"output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2")  # fmt: skip
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("rows streamed, shuffled 8 at a time") == 1 and two.stdout.count(" in 2 passes;") == 1
+    run_cli(path, f"output_dir={tmp_path / 'one'}", "training.per_device_train_batch_size=4")
+    ddp, one = step_losses(tmp_path / "ddp"), step_losses(tmp_path / "one")
+    assert sorted(one) == list(range(1, STEPS + 1))
+    for step, loss in one.items():
+        assert ddp[step] == pytest.approx(loss, abs=1e-5), step
