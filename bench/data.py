@@ -89,7 +89,9 @@ def _first_step_callback() -> type:
 
 
 PEER_MARK = "bench: first optimizer step done"
-FIRST_STEP = re.compile(rf"\bstep 1/|{PEER_MARK}")  # llm_tune's progress line for step 1, or the peer's callback
+# llm_tune's first progress line (it prints one at the first logged step: step 1, or a resumed run's first), or the
+# peer's callback line.
+FIRST_STEP = re.compile(rf"\bstep \d+/\d+ \(|{PEER_MARK}")
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:

@@ -92,7 +92,7 @@ def _train(recipe: Recipe, out: RunFolder, callbacks: list[Any]) -> dict[str, An
     classifier_eval = recipe.is_classification and recipe.data.validation is not None
     by_source = {f"eval_{name}_loss" for name in splits.source_names.get("validation", [])}
     if splits.validation is not None and not classifier_eval:  # a classifier's file gets the full report below
-        scores = trainer.evaluate()
+        scores = _evaluation_at_the_end(trainer)
         metrics.update({k: v for k, v in scores.items() if k in EVAL_METRICS or k in by_source})
     if counts := getattr(trainer.train_dataset, "counts", None):  # a stream: what it read, skipped and cut
         metrics["streaming"] = dataclasses.asdict(counts)
@@ -148,6 +148,16 @@ def _step_zero(trainer: Any, recipe: Recipe, out: RunFolder, existed: bool) -> d
 
     with _nothing_left_on_error(out, existed):
         return check_step_zero(trainer, recipe)
+
+
+def _evaluation_at_the_end(trainer: Any) -> dict[str, Any]:
+    """The final model's validation scores: those of an evaluation the last step already ran (eval_steps dividing
+    max_steps), else a new one. Not reused when the best checkpoint was loaded back: that is another model."""
+    state = trainer.state
+    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), {})
+    if last.get("step") == state.global_step and not trainer.args.load_best_model_at_end:
+        return last
+    return trainer.evaluate()
 
 
 def _step_zero_evaluation(trainer: Any, step0: dict[str, Any]) -> None:
