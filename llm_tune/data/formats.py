@@ -83,15 +83,22 @@ def _check_json(path: Path) -> dict[str, list] | None:
     # JSON Lines ends a line at "\n" only (\r before it is whitespace): str.splitlines() would also split inside
     # strings at U+0085, U+2028, U+2029 and a lone \r, all of which JSON allows there unescaped.
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__} {line[:40]!r}")
+        json_line(path, number, line)
     return None
+
+
+def json_line(path: Path, number: int, line: str) -> dict[str, Any] | None:
+    """The row on line `number` of a JSON Lines file, None for a blank line; a line that is not a JSON object stops
+    the run, naming it (datasets' own message names neither the line nor the problem)."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__} {line[:40]!r}")
+    return row
 
 
 def _columns(path: Path, data: dict[str, Any]) -> dict[str, list]:

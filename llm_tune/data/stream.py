@@ -15,14 +15,21 @@ passes, bad rows, truncated rows) goes into metrics.json and the run's closing l
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_tune.data.formats import Splits, judge_bad_rows, render_row, row_place, row_problem, with_validation
+from llm_tune.data.formats import (
+    Splits,
+    json_line,
+    judge_bad_rows,
+    render_row,
+    row_place,
+    row_problem,
+    with_validation,
+)
 from llm_tune.data.tokens import encode_rows
 from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
@@ -93,15 +100,8 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with path.open(encoding="utf-8-sig", newline="\n") as handle:
         try:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-                yield f"{path}:{number}", row
+                if (row := json_line(path, number, line)) is not None:
+                    yield f"{path}:{number}", row
         except UnicodeDecodeError as exc:
             raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
 
