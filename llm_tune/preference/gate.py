@@ -49,7 +49,9 @@ def check_step_zero(trainer: Any, recipe: Recipe) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), trainer.compute_loss_context_manager():
+        # Training runs the policy under the accelerator's autocast (the prepared model's forward) and TRL the
+        # reference too; the model is prepared only when training starts, so the gate enters the autocast itself.
+        with torch.no_grad(), trainer.compute_loss_context_manager(), trainer.accelerator.autocast():
             if p.method in ("dpo", "kto"):
                 values = _logged_loss(trainer, model, inputs)
             else:
