@@ -240,6 +240,9 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             "rows.jsonl: no rows (the file is empty)", {"rows.jsonl": ""}, **{"data.streaming": True}
         ),
         "stream-shuffle-buffer-zero": run("shuffle_buffer", **{"data.streaming": True, "data.shuffle_buffer": 0}),
+        "stream-buffer-without-streaming": run(
+            "data.shuffle_buffer: 50 shuffles a stream; set data.streaming: true", **{"data.shuffle_buffer": 50}
+        ),
         "stream-doctor": Case(
             ["doctor", "{w}/r.yaml"],
             "data.streaming: doctor measures a loaded file's rows",

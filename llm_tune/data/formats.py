@@ -8,6 +8,7 @@ file and line; they stop the run unless the recipe says to skip them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,38 @@ def read_rows(spec: str) -> Dataset:
     except Exception as exc:  # datasets raises many types for unreadable files
         reason = _innermost(exc)
         raise UserError(f"{spec}: could not read the data: {reason}") from None
+
+
+def read_stream(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for each row of the file, in file order, holding one row at a time. JSON Lines are read here
+    (a line that is not a JSON object stops the run, as it does for a loaded file); .csv, .parquet and Hub datasets
+    through datasets' streaming mode."""
+    path = Path(spec)
+    if path.suffix == ".jsonl":
+        yield from _json_lines(path)
+        return
+    from datasets import load_dataset
+
+    try:
+        if path.suffix in DATA_LOADERS:
+            rows = load_dataset(DATA_LOADERS[path.suffix], data_files=str(path), split="train", streaming=True)
+        else:
+            rows = load_dataset(spec, split="train", streaming=True)
+        for index, row in enumerate(rows):
+            yield row_place(spec, index), row
+    except Exception as exc:  # datasets raises many types for unreadable files
+        raise UserError(f"{spec}: could not read the data: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    # newline="\n": JSON Lines ends a line at \n only; utf-8-sig: a byte-order mark is not part of the first row.
+    with path.open(encoding="utf-8-sig", newline="\n") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if (row := json_line(path, number, line)) is not None:
+                    yield f"{path}:{number}", row
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
 
 
 def _check_json(path: Path) -> dict[str, list] | None:

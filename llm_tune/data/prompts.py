@@ -69,8 +69,7 @@ def rendered_rows(recipe: Recipe, tokenizer: Any, count: int) -> list[dict[str, 
 
 
 def _first_rows(spec: str, count: int) -> list[dict[str, Any]]:
-    from llm_tune.data.formats import read_rows
-    from llm_tune.data.stream import read_stream
+    from llm_tune.data.formats import read_rows, read_stream
 
     if Path(spec).suffix == ".json":  # one document: read whole (its shapes are read_rows' to untangle)
         rows = read_rows(spec)

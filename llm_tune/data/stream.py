@@ -23,17 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from llm_tune.data.formats import (
     Splits,
-    json_line,
     judge_bad_rows,
+    read_stream,
     render_row,
-    row_place,
     row_problem,
     with_validation,
 )
 from llm_tune.data.tokens import encode_rows
 from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
-from llm_tune.recipe.sources import DATA_LOADERS
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
@@ -72,38 +70,6 @@ class StreamPlan:
     seed: int
     window: int | None  # rows per length-sorted window; None: no length grouping
     counts: StreamCounts
-
-
-def read_stream(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for each row of the file, in file order, holding one row at a time. JSON Lines are read here
-    (a line that is not a JSON object stops the run, as it does for a loaded file); .csv, .parquet and Hub datasets
-    through datasets' streaming mode."""
-    path = Path(spec)
-    if path.suffix == ".jsonl":
-        yield from _json_lines(path)
-        return
-    from datasets import load_dataset
-
-    try:
-        if path.suffix in DATA_LOADERS:
-            rows = load_dataset(DATA_LOADERS[path.suffix], data_files=str(path), split="train", streaming=True)
-        else:
-            rows = load_dataset(spec, split="train", streaming=True)
-        for index, row in enumerate(rows):
-            yield row_place(spec, index), row
-    except Exception as exc:  # datasets raises many types for unreadable files
-        raise UserError(f"{spec}: could not read the data: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    # newline="\n": JSON Lines ends a line at \n only; utf-8-sig: a byte-order mark is not part of the first row.
-    with path.open(encoding="utf-8-sig", newline="\n") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if (row := json_line(path, number, line)) is not None:
-                    yield f"{path}:{number}", row
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
 
 
 def load_stream_splits(cfg: DataConfig, tokenizer: Any) -> Splits:

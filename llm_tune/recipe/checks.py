@@ -116,6 +116,11 @@ def _streaming_problems(recipe: Recipe) -> list[str]:
     epoch's length, packing, a mixture's shares, carving validation rows, a label set) cannot stream."""
     data, training = recipe.data, recipe.training
     if not data.streaming:
+        default = DataConfig.model_fields["shuffle_buffer"].default
+        if data.shuffle_buffer != default:
+            return [
+                f"data.shuffle_buffer: {data.shuffle_buffer} shuffles a stream; set data.streaming: true, or drop it"
+            ]
         return []
     problems = []
     if training.max_steps <= 0:
