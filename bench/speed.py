@@ -1,6 +1,7 @@
 """Training speed of llm_tune against two peers, plain TRL scripts (bench/peer_trl.py), on the same rows.
 
     python bench/speed.py                                    # every case, 3 repeats, whole epochs (CPU)
+    python bench/speed.py --rows 64 --pairs 12               # the README's table: 64 rows per kind, 12 DPO pairs
     python bench/speed.py --repeats 3 --cases instruct-lora sentiment-sequence --rows 120
     python bench/speed.py --device cuda                      # Llama-3.2-1B-shaped random model, on a GPU
 
@@ -354,6 +355,12 @@ def parse_args() -> argparse.Namespace:
     doc = __doc__.replace("FLOPS_CONVENTION", FLOPS_CONVENTION)
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=None, help="rows per kind, one whole epoch; default 120 (CPU)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=12,
+        help="preference rows (pairs), one whole epoch; DPO steps cost ~5x an SFT step here",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=None, help="default: all")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
@@ -391,7 +398,9 @@ def main() -> None:
         model = llama_1b(work / "llama-1b-shape", args.tokenizer)
         extra = [f"model.name_or_path={model}", "model.dtype=bfloat16", "data.max_length=2048"]
     kinds = list(dict.fromkeys(CASES[c][0] for c in args.cases))
-    files = {kind: write_rows(kind, args.rows, work, args.data) for kind in kinds}
+    files = {
+        kind: write_rows(kind, args.pairs if kind == "preference" else args.rows, work, args.data) for kind in kinds
+    }
     shares = {kind: label_share(kind, files[kind]) for kind in kinds}
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
@@ -405,7 +414,7 @@ def main() -> None:
     limit = args.peak_tflops * 1e12 if args.device == "cuda" else limits["best_gflops"] * 1e9
     summary = summarise(runs, limit)
     label = "MFU" if args.device == "cuda" else "% limit"
-    print(f"\none epoch of {args.rows} rows per kind x batch {BATCH}, median of {args.repeats}; bf16 matmul "
+    print(f"\none epoch of {args.rows} rows per kind x batch {BATCH} ({args.pairs} pairs x batch {BATCHES['preference']}), median of {args.repeats}; bf16 matmul "
           f"{limits['bf16_matmul_gflops']:.0f} GFLOP/s, fp32 {limits['fp32_matmul_gflops']:.0f} GFLOP/s "
           f"({limits['matmul_n']}x{limits['matmul_n']}); label share of the tokens: "
           + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()))  # fmt: skip
