@@ -247,7 +247,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from llm_tune.recipe.chain import load_checked_stages
-    from llm_tune.train.launch import check_launch
+    from llm_tune.train.launch_checks import check_launch
 
     stages = load_checked_stages(args.recipe, args.overrides)  # a chained recipe: every stage checked first
     for recipe in stages:

@@ -109,12 +109,13 @@ def test_deepspeed_on_a_cpu_is_refused(monkeypatch, tiny_model, data_dir, tmp_pa
     from llm_tune.errors import UserError
     from llm_tune.recipe.schema import Recipe
     from llm_tune.train import launch as distributed
+    from llm_tune.train.launch_checks import check_launch
 
     monkeypatch.setattr(distributed, "launcher_command", lambda: None)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     recipe = Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "out"))
     with pytest.raises(UserError, match="DeepSpeed does not train on a CPU"):
-        distributed.check_launch(recipe)
+        check_launch(recipe)
 
 
 def test_launches_are_read_with_accelerates_own_parser(tmp_path):

@@ -50,7 +50,7 @@ def test_the_folded_gguf_reproduces_the_classifier(run, tiny_model, kind):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_tune.classification.scoring import classification_rows
+    from llm_tune.classification.rows import classification_rows
     from llm_tune.data.prompts import prompt_ids
     from llm_tune.run_folder import RunFolder
 

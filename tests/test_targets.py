@@ -82,13 +82,24 @@ def test_multi_label_thresholds_are_tuned_saved_and_used(runs):
     assert sorted(thresholds) == ["anger", "fear", "joy"] and all(0 < t < 1 for t in thresholds.values())
     evaluation = json.loads((out / "eval" / "metrics.json").read_text())
     assert evaluation["thresholds"] == pytest.approx(thresholds)
-    for key in ("micro_f1", "macro_f1", "subset_accuracy"):
-        assert 0.0 <= evaluation[key] <= 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_micro_f1"] == evaluation["micro_f1"] and metrics["eval_macro_f1"] == evaluation["macro_f1"]
     predictions = read_jsonl(out / "eval" / "predictions.jsonl")
     for p in predictions:  # predicted: exactly the labels at or over their own threshold
         assert p["prediction"] == [label for label, q in p["probabilities"].items() if q >= thresholds[label]]
+    # The scores, counted again here from the written predictions: pooled (micro), per label (macro), whole rows.
+    pairs = [(set(p["prediction"]), set(p["label"])) for p in predictions]
+    counts = {
+        label: [sum((label in got) and (label in want) for got, want in pairs),
+                sum((label in got) and (label not in want) for got, want in pairs),
+                sum((label not in got) and (label in want) for got, want in pairs)]
+        for label in thresholds
+    }  # fmt: skip
+    tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
+    per_label = [2 * c[0] / (2 * c[0] + c[1] + c[2]) if any(c) else 0.0 for c in counts.values()]
+    assert evaluation["micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert evaluation["macro_f1"] == pytest.approx(sum(per_label) / len(per_label))
+    assert evaluation["subset_accuracy"] == pytest.approx(sum(got == want for got, want in pairs) / len(pairs))
     # `eval` reloads the run and reproduces the metrics; `predict` prints the labels over their thresholds.
     run_cli("eval", out, "--data", runs / "ml_val.jsonl")
     again = json.loads((out / "eval" / "metrics.json").read_text())

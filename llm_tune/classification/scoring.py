@@ -8,19 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm_tune.classification.rows import classification_rows
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json, write_text_atomic
-
-
-def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
-    """Rendered prompts with their labels; a label outside the run's label set is an error naming the row."""
-    from llm_tune.data.formats import keep_good_rows, read_rows, render
-
-    cfg = recipe.data.model_copy(update={"skip_bad_rows": False})
-    rows = keep_good_rows(read_rows(spec), cfg, spec, recipe.classification.labels, [])
-    rendered = render(rows, cfg, recipe.classification.labels, tokenizer.chat_template is not None)
-    return rendered.add_column("text", rows[cfg.fields.text])
 
 
 def evaluate_classifier(

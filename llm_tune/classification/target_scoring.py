@@ -53,7 +53,7 @@ def evaluate_targets(
         tune_thresholds,
     )
     from llm_tune.classification.regression import format_regression_report
-    from llm_tune.classification.scoring import classification_rows
+    from llm_tune.classification.rows import classification_rows
 
     rows = classification_rows(recipe, spec, tokenizer)
     started = time.perf_counter()

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_tune.data.mixture import SOURCE
+from llm_tune.data.pair_rows import pair_problem, render_for_prompting
 from llm_tune.data.targets import discovered_labels, fill_prompt, required_columns, target, target_problem
+from llm_tune.data.turns import instruction_pair, with_system
 from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
 from llm_tune.recipe.sources import DATA_LOADERS
@@ -214,8 +216,6 @@ def _joined(parts: list[Dataset], mixed: bool) -> Dataset | None:
 def row_problem(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None) -> str | None:
     """Why a row cannot be trained on, or None."""
     if cfg.format == "preference":
-        from llm_tune.data.preference import pair_problem
-
         return pair_problem(row)
     names = cfg.fields
     required = {
@@ -304,8 +304,6 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
     """Rows in TRL's format: prompt/completion, messages or text (plus `label` for classification); preference
     rows as prompt/completion with the preferred answer (what export checks and samples ask the model)."""
     if cfg.format == "preference":
-        from llm_tune.data.preference import render_for_prompting
-
         return render_for_prompting(rows, cfg, conversational)
     return rows.map(
         render_row,
@@ -325,19 +323,10 @@ def render_row(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None, c
     if cfg.labelled:
         label, answer = target(row, cfg)
         user = fill_prompt(cfg, row[names.text], labels, row.get(names.text_pair) if names.text_pair else None)
-        return {**_pair(user, answer, cfg.system_prompt, conversational), "label": label}
+        return {**instruction_pair(user, answer, cfg.system_prompt, conversational), "label": label}
     instruction, extra = row[names.instruction], row.get(names.input) or ""
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    return _pair(user, row[names.output], cfg.system_prompt, conversational)
-
-
-def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
-    """The messages with the recipe's system prompt first (unless they bring their own)."""
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    # "" is an empty system turn: the template then adds no default system prompt of its own.
-    if system is not None and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system})
-    return messages
+    return instruction_pair(user, row[names.output], cfg.system_prompt, conversational)
 
 
 def user_prompt(
@@ -352,15 +341,7 @@ def user_prompt(
         return with_system([{"role": "user", "content": text}], cfg.system_prompt)
     if cfg.labelled:
         text = fill_prompt(cfg, text, labels, text_pair)
-    return _pair(text, "", cfg.system_prompt, conversational)["prompt"]
-
-
-def _pair(user: str, answer: str, system: str | None, conversational: bool) -> dict[str, Any]:
-    if conversational:
-        prompt = with_system([{"role": "user", "content": user}], system)
-        return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
-    header = f"{system}\n\n" if system else ""
-    return {"prompt": f"{header}### Instruction:\n{user}\n\n### Response:\n", "completion": answer}
+    return instruction_pair(text, "", cfg.system_prompt, conversational)["prompt"]
 
 
 def token_lengths(split: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -71,7 +71,7 @@ def validation_prompts(job: Job) -> list[list[int]]:
     """The validation rows' prompts as token ids (the verification prompts when the run has no validation file)."""
     from pathlib import Path
 
-    from llm_tune.classification.scoring import classification_rows
+    from llm_tune.classification.rows import classification_rows
     from llm_tune.data.prompts import prompt_ids
 
     # A classifier validates on one file (recipe/checks.py refuses a list of validation sources for it).

@@ -47,8 +47,8 @@ class Session:
 
     def conversation(self, messages: list[dict[str, str]]) -> list[int]:
         """A multi-turn chat, with the recipe's system prompt, up to where the next assistant reply starts."""
-        from llm_tune.data.formats import with_system
         from llm_tune.data.prompts import prompt_ids
+        from llm_tune.data.turns import with_system
 
         system = self.recipe.data.system_prompt if self.recipe else None
         return prompt_ids(self.tokenizer, with_system(messages, system))

@@ -1,5 +1,5 @@
-"""Multi-process launches: what a launch asked for, read with accelerate's own parser and config loader, and the
-check that refuses a launch that would not train the way it was asked to (train/launch_checks.py holds the rules).
+"""Multi-process launches: what a launch asked for, read with accelerate's own parser and config loader
+(train/launch_checks.py holds the rules and the check that refuses a launch that would not train as asked).
 
 `accelerate launch` and `torchrun` start one process per rank and set WORLD_SIZE, RANK and LOCAL_RANK. The
 launcher's command line is our parent process's, so a launched run reads it from /proc (Linux) and parses it with
@@ -160,25 +160,3 @@ def current_launch() -> tuple[Launch, list[str] | None]:
     if cmd and cmd[0] == "accelerate":
         return parse_launch(cmd[2:], source=shlex.join(cmd)), cmd
     return launch_from_environment(), None
-
-
-def check_launch(recipe: Any) -> None:
-    """Refuse, before any model loads, a launch that would not train the way it was asked to; print its warnings."""
-    from llm_tune.console import say
-    from llm_tune.train.launch_checks import Hardware, launch_findings
-
-    launch, cmd = current_launch()
-    started = world_size()
-    if cmd is not None and launch.num_processes > 1 and started != launch.num_processes:
-        raise UserError(
-            f"`{shlex.join(cmd)}` asked for {launch.num_processes} processes but started {started}:"
-            " accelerate starts one process for --cpu or a MULTI_CPU config",
-            f"on CPUs launch with: {WORKING_CPU_LAUNCH} ... (or torchrun --nproc_per_node N -m llm_tune ...)",
-        )
-    if cmd is None and launch.distributed_type == "NO":
-        return  # a plain `python -m llm_tune`: nothing was launched
-    errors, warnings = launch_findings(recipe, launch, Hardware.here())
-    for warning in warnings:
-        say(f"warning: {warning}")
-    if errors:
-        raise UserError(*errors)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_tune.errors import UserError
+from llm_tune.ranks import world_size
 from llm_tune.recipe.schema import Recipe
-from llm_tune.train.launch import WORKING_CPU_LAUNCH, Launch
+from llm_tune.train.launch import WORKING_CPU_LAUNCH, Launch, current_launch
 
 # accelerate before 1.16 reloads only rank 0's slice of each LoRA tensor when an FSDP2 run resumes from a
 # FULL_STATE_DICT checkpoint: (N-1)/N of every adapter tensor silently restarts from its initial values (PR #4206).
@@ -208,3 +211,24 @@ def batch_remainder_warning(rows: int, recipe: Recipe, launch: Launch) -> str | 
         f" {t.per_device_train_batch_size} x gradient_accumulation_steps {t.gradient_accumulation_steps} x"
         f" {launch.num_processes} process{'es' * (launch.num_processes != 1)}): " + "; ".join(parts)
     )
+
+
+def check_launch(recipe: Recipe) -> None:
+    """Refuse, before any model loads, a launch that would not train the way it was asked to; print its warnings."""
+    from llm_tune.console import say
+
+    launch, cmd = current_launch()
+    started = world_size()
+    if cmd is not None and launch.num_processes > 1 and started != launch.num_processes:
+        raise UserError(
+            f"`{shlex.join(cmd)}` asked for {launch.num_processes} processes but started {started}:"
+            " accelerate starts one process for --cpu or a MULTI_CPU config",
+            f"on CPUs launch with: {WORKING_CPU_LAUNCH} ... (or torchrun --nproc_per_node N -m llm_tune ...)",
+        )
+    if cmd is None and launch.distributed_type == "NO":
+        return  # a plain `python -m llm_tune`: nothing was launched
+    errors, warnings = launch_findings(recipe, launch, Hardware.here())
+    for warning in warnings:
+        say(f"warning: {warning}")
+    if errors:
+        raise UserError(*errors)
