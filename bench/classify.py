@@ -61,11 +61,19 @@ RECIPE_SCORES = {
     "multilabel": ("micro_f1", "macro_f1", "subset_accuracy"),
     "regression": ("pearson", "spearman", "mse"),
 }
+# The shipped recipes read data/'s demo-size cuts; the benchmark measures them on the full files they were cut from.
+RECIPE_DATA = {"multilabel": "goemotions", "regression": "stsb"}
 
 
 def shipped_recipe(work: Path, section: str) -> dict[str, Any]:
-    """recipes/SECTION.yaml as shipped: its validation scores and training minutes."""
-    m = train(f"recipes/{section}.yaml", work / section)
+    """recipes/SECTION.yaml as shipped but on ../shared's full files: its validation scores and training minutes."""
+    full = DATA / RECIPE_DATA[section]
+    m = train(
+        f"recipes/{section}.yaml",
+        work / section,
+        f"data.train={full / 'train.jsonl'}",
+        f"data.validation={full / 'validation.jsonl'}",
+    )
     scores = {key: m[f"eval_{key}"] for key in RECIPE_SCORES[section]}
     return {**scores, "train_minutes": m["train_runtime_s"] / 60, "wall_minutes": m["wall_minutes"]}
 
