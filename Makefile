@@ -11,7 +11,7 @@ THREADS := $(shell nproc)
 LAUNCH := accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	--num_cpu_threads_per_process $(THREADS)
 
-.PHONY: setup model demo test test-fast test-slow format typecheck compat clean
+.PHONY: setup model demo test test-fast test-slow format typecheck compat lean clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -63,6 +63,16 @@ compat: model
 	$(COMPAT)/bin/python -m pip install -q -c $(COMPAT)/floors.txt -e ".[test]"
 	$(COMPAT)/bin/python -m pip freeze | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets)=="
 	HF_HUB_OFFLINE=1 $(COMPAT)/bin/python -m pytest -q tests/test_recipes.py tests/test_speed.py tests/test_data.py
+
+# make lean: a venv with the required dependencies only (no extras, no test tools), then every shipped recipe one step
+# with its end-of-run evaluation on a tiny model (.ci/lean_recipes.py): what `pip install llm_tune` users get.
+LEAN := .venv-lean
+lean: model
+	test -x $(LEAN)/bin/python || python3 -m venv $(LEAN)
+	$(LEAN)/bin/python -m pip install -q --upgrade pip
+	$(LEAN)/bin/python -m pip install -q "torch==2.13.0"
+	$(LEAN)/bin/python -m pip install -q .
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(LEAN)/bin/python .ci/lean_recipes.py
 
 clean:
 	rm -rf runs .pytest_cache

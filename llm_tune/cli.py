@@ -241,8 +241,10 @@ def _validate(args: argparse.Namespace) -> None:
     from llm_tune.recipe.chain import load_checked_stages
     from llm_tune.recipe.loading import resolved_yaml
 
+    from llm_tune.recipe.kinds import kind_of
+
     stages = load_checked_stages(args.recipe, args.overrides)
-    print("---\n".join(resolved_yaml(recipe) for recipe in stages), end="")
+    print("---\n".join(resolved_yaml(recipe, kind_of(recipe)) for recipe in stages), end="")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -201,3 +201,20 @@ def write_recipe(path: Path, recipe: dict) -> Path:
 
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
+
+
+def card_snippet_output(folder: Path, **replace: str) -> str:
+    """Run the Python snippet of an export's model card as a user would (this folder in place of its placeholder,
+    `replace` swapping the snippet's example strings) and return what it prints."""
+    import re
+
+    from llm_tune.export.card import HERE
+
+    card = (folder / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace(HERE, str(folder))
+    for old, new in replace.items():
+        code = code.replace(old, new)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    return out.getvalue()

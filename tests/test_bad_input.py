@@ -115,7 +115,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             {"r.yaml": recipe(tiny, data)},
         ),
         "packing-with-sequence-head": run(
-            "training.packing: a sequence-classification head",
+            "training.packing: True is not honoured by a classification:sequence run",
             **{**classify, "classification.head": "sequence", "training.packing": True},
             files=rows(review("good", "pos"), review("bad", "neg")),
         ),
@@ -321,7 +321,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             files=rows({"text": "x", "labels": ["a"]}, {"text": "y", "labels": ["b"]}),
         ),
         "regression-score-is-text": run(
-            "rows.jsonl:2: 'score' must be a number, got str 'high'",
+            "rows.jsonl:2: 'score' must be a finite number, got str 'high'",
             **{**multi, "data.format": "regression"},
             files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": "high"}),
         ),
@@ -341,7 +341,7 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             files=rows(review("good", "pos"), review("bad", "neg")),
         ),
         "class-weights-on-regression": run(
-            "classification.class_weights: weights single-label rows",
+            "classification.class_weights: 'balanced' is not honoured by a regression run",
             **{**multi, "data.format": "regression", "classification.class_weights": "balanced"},
             files=rows({"text": "x", "score": 1.5}, {"text": "y", "score": 2.0}),
         ),
@@ -354,6 +354,23 @@ def cases(tiny: Path, data: Path) -> dict[str, Case]:
             "no row keeps a trained token after truncation",
             rows({"instruction": "word " * 300, "output": "3"}),
             **{"data.max_length": 16},
+        ),
+        "mix-by-with-one-source": run(
+            "data: train: mix_by tokens with one source does nothing",
+            **{"data.mix_by": "tokens"},
+        ),
+        "a-weight-with-one-source": run(
+            "data: train: a weight with one source does nothing",
+            **{"data.train": [{"path": "{w}/rows.jsonl", "weight": 3}]},
+            files=rows({"instruction": "a", "output": "b"}),
+        ),
+        "preference-keys-on-an-sft-run": run(
+            "preference: {'method': 'kto'} is not honoured by a sft run",
+            **{"preference": {"method": "kto"}},
+        ),
+        "packing-on-a-dpo-run": run(
+            "training.packing: True is not honoured by a preference run",
+            **{"task": "preference", "data.format": "preference", "training.packing": True},
         ),
         # watching validation, sweeps, comparing runs
         "eval-steps-without-validation": run(

@@ -208,3 +208,40 @@ def test_the_generate_head_trains_on_the_prompt_end_it_scores(tiny_model, data_d
         answer = label_token_ids(run.tokenizer, [label])[0]
         assert len(ids) <= 48 and ids[: len(kept)] == kept
         assert ids[len(kept) : len(kept) + len(answer)] == answer
+
+
+def test_a_carved_validation_split_gets_the_full_evaluation(tiny_model, data_dir, tmp_path):
+    """data.validation_fraction instead of a file: the same end-of-run evaluation (eval/, accuracy and ECE in
+    metrics.json, the temperature fitted on half the carved rows and reported on the other half). It once got none:
+    calibrate accepted and never fitted."""
+    from conftest import call_cli
+
+    out = tmp_path / "run"
+    recipe = classification_recipe(tiny_model, data_dir, out, "sequence", "lora", max_steps=2)
+    recipe["data"] |= {"validation": None, "validation_fraction": 0.25}
+    recipe["data"].pop("validation")
+    recipe["classification"]["calibrate"] = True
+    call_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"eval_accuracy", "eval_macro_f1", "eval_ece", "eval_ece_before", "temperature"} <= set(metrics)
+    evaluation = json.loads((out / "eval" / "metrics.json").read_text())
+    assert evaluation["rows"] == 3 and "carved" in evaluation["data"]  # 6 carved rows: 3 fit, 3 report
+    assert (out / "calibration.json").is_file()
+    import yaml
+
+    assert yaml.safe_load((out / "recipe.resolved.yaml").read_text())["classification"]["temperature"] > 0
+
+
+def test_bad_validation_rows_are_skipped_at_the_end_as_in_training(tiny_model, data_dir, tmp_path):
+    """With data.skip_bad_rows, the bad validation row training skipped is skipped (and counted) by the end-of-run
+    evaluation too; it once stopped the finished run there, advising the key that was set."""
+    from conftest import call_cli
+
+    rows = [json.loads(line) for line in (data_dir / "reviews_val.jsonl").read_text().splitlines()]
+    write_jsonl(tmp_path / "val.jsonl", [*rows, {"text": "", "label": "positive"}])
+    out = tmp_path / "run"
+    recipe = classification_recipe(tiny_model, data_dir, out, "sequence", "lora", max_steps=1)
+    recipe["data"] |= {"validation": str(tmp_path / "val.jsonl"), "skip_bad_rows": True}
+    done = call_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    assert done.stdout.count("skipped 1 bad rows") == 2  # training's count, and the evaluation's
+    assert json.loads((out / "eval" / "metrics.json").read_text())["rows"] == len(rows)

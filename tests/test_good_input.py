@@ -126,3 +126,89 @@ def test_odd_files_and_labels_train_through_the_entry_point(head, tmp_path, tiny
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["eval_rows"] == len(REVIEWS) if "eval_rows" in metrics else "eval_accuracy" in metrics
     assert Path(tmp_path / "out" / "adapter").is_dir()
+
+
+# Labels as users' data holds them: name -> (rows, format, classification.labels, the labels the rows must read as)
+TEXTS = [f"review number {i}" for i in range(8)]
+LABEL_SHAPES = {
+    "integers-named-by-index": ([{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)], "classification",
+                                ["negative", "positive"], ["negative", "positive"] * 4),
+    "integers-discovered-in-numeric-order": ([{"text": t, "label": [2, 10, 0][i % 3]} for i, t in enumerate(TEXTS)],
+                                             "classification", None, [["2", "10", "0"][i % 3] for i in range(8)]),
+    "integers-that-are-label-names": ([{"text": t, "label": [1, 2][i % 2]} for i, t in enumerate(TEXTS)],
+                                      "classification", ["1", "2"], ["1", "2"] * 4),
+    "booleans": ([{"text": t, "label": i % 2 == 0} for i, t in enumerate(TEXTS)], "classification", None,
+                 ["true", "false"] * 4),
+    "numeric-strings": ([{"text": t, "label": str(i % 2)} for i, t in enumerate(TEXTS)], "classification", None,
+                        ["0", "1"] * 4),
+    "integral-floats-of-a-gappy-column": ([{"text": t, "label": float(i % 2)} for i, t in enumerate(TEXTS)],
+                                          "classification", ["neg", "pos"], ["neg", "pos"] * 4),
+    "multi-label-integer-lists": ([{"text": t, "labels": [i % 3, 2] if i % 2 else [i % 3]} for i, t in enumerate(TEXTS)],
+                                  "multi_label", ["a", "b", "c"],
+                                  [["abc"[i % 3], "c"] if i % 2 else ["abc"[i % 3]] for i in range(8)]),
+    "regression-ints-floats-and-numeric-strings": ([{"text": t, "score": [1, 2.5, "3.25", " 4 "][i % 4]}
+                                                    for i, t in enumerate(TEXTS)], "regression", None,
+                                                   [1.0, 2.5, 3.25, 4.0] * 2),
+}  # fmt: skip
+
+
+def _labelled_recipe(tiny_model, data_dir, tmp_path, path, format_, labels):
+    from llm_tune.recipe.schema import Recipe
+
+    sections = {"task": "classification", "data": {"train": str(path), "format": format_, "max_length": 64},
+                "classification": {"labels": labels, "head": "sequence"}}  # fmt: skip
+    return Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "out", **sections))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("name", sorted(LABEL_SHAPES))
+def test_labels_in_every_shape_read_as_their_names(name, tmp_path, tokenizer, tiny_model, data_dir, monkeypatch):
+    from llm_tune.data.formats import load_splits
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows, format_, labels, expected = LABEL_SHAPES[name]
+    (tmp_path / "rows.jsonl").write_bytes(jsonl(rows))
+    recipe = _labelled_recipe(tiny_model, data_dir, tmp_path, tmp_path / "rows.jsonl", format_, labels)
+    splits = load_splits(recipe.data, labels, tokenizer)
+    assert list(splits.train["label"]) == expected
+    if name == "integers-discovered-in-numeric-order":
+        assert splits.labels == ["0", "2", "10"]
+
+
+@pytest.mark.fast
+def test_a_class_label_column_names_its_integers(tmp_path, tokenizer, tiny_model, data_dir, monkeypatch):
+    """A parquet file written by `datasets` keeps its ClassLabel feature: the names come from it, by index."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from llm_tune.data.formats import load_splits
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["sad", "happy", "angry"])})
+    Dataset.from_dict({"text": TEXTS, "label": [i % 3 for i in range(8)]}, features=features).to_parquet(
+        str(tmp_path / "rows.parquet")
+    )
+    recipe = _labelled_recipe(tiny_model, data_dir, tmp_path, tmp_path / "rows.parquet", "classification", None)
+    splits = load_splits(recipe.data, None, tokenizer)
+    assert splits.labels == ["sad", "happy", "angry"]
+    assert list(splits.train["label"]) == [["sad", "happy", "angry"][i % 3] for i in range(8)]
+
+
+def test_integer_labels_train_and_evaluate_through_the_entry_point(tmp_path, tiny_model, data_dir, monkeypatch):
+    """What `datasets` gives for SST-2 (a ClassLabel column read as integers) once crashed a run with KeyError: 1:
+    integer labels discovered, one step, the closing evaluation and predict."""
+    from conftest import call_cli
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)]
+    (tmp_path / "rows.jsonl").write_bytes(jsonl(rows))
+    recipe = base_recipe(
+        tiny_model, data_dir, tmp_path / "out", task="classification", classification={"head": "sequence"},
+        data={"train": str(tmp_path / "rows.jsonl"), "validation": str(tmp_path / "rows.jsonl"),
+              "format": "classification", "max_length": 64},
+        training={"max_steps": 1, "save_steps": 1},
+    )  # fmt: skip
+    call_cli(str(write_recipe(tmp_path / "r.yaml", recipe)))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    predicted = call_cli("predict", str(tmp_path / "out"), "--text", "a fine film")
+    assert "0 " in predicted.stdout and "1 " in predicted.stdout

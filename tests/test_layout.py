@@ -23,6 +23,7 @@ LAYERS = [
     {"classification"},
     {"train", "export", "report", "generation"},
     {"preference"},
+    {"tasks"},
     {"pipeline"},
     {"sweep", "doctor"},
     {"cli"},

@@ -93,7 +93,7 @@ def test_a_mixed_run_counts_each_source_and_reports_each_validation_loss(tmp_pat
     assert "source spell: 8 rows" in done.stdout and "-> 21 rows an epoch (2.62x its rows)" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert [(m["name"], m["rows"], m["epoch_rows"]) for m in metrics["mixture"]] == [("add", 20, 7), ("spell", 8, 21)]
-    assert metrics["train_steps"] == 2 * math.ceil(28 / 4)
+    assert metrics["train_steps"] == 2 * math.ceil(28 / 4) and metrics["train_examples"] == 2 * (7 + 21)
     a, b = metrics["eval_add_loss"], metrics["eval_backwards_loss"]
     assert a != b and metrics["eval_loss"] == pytest.approx((4 * a + 6 * b) / 10, rel=1e-6)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -129,3 +129,24 @@ def test_a_mixture_carves_validation_that_keeps_its_sources(tmp_path, tiny_model
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"eval_add_loss", "eval_spell_loss", "eval_loss"} <= set(metrics)
     assert sum(m["rows"] for m in metrics["mixture"]) == 24  # 32 rows less the carved quarter
+
+
+@pytest.mark.fast
+def test_examples_count_the_rows_an_epoch_draws_not_the_rows_loaded():
+    """A mixture by tokens draws 40 rows an epoch from 28 loaded: 2 epochs and 3 steps of 8 train 2 x 40 + 24 rows
+    (once reported as epochs x 28); a stream counts steps x the global batch."""
+    from types import SimpleNamespace
+
+    from llm_tune.data.mixture import SourceShare
+    from llm_tune.pipeline import _examples
+
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1)
+    shares = [SourceShare("a", 1.0, 20, 200, 10), SourceShare("b", 3.0, 8, 40, 30)]
+    per_epoch = math.ceil(40 / 8)
+    trainer = SimpleNamespace(args=args, state=SimpleNamespace(global_step=2 * per_epoch + 3), mixture=shares,
+                              train_dataset=list(range(28)))  # fmt: skip
+    assert _examples(trainer) == 2 * 40 + 3 * 8
+    trainer.state.global_step = 2 * per_epoch
+    assert _examples(trainer) == 80
+    stream = SimpleNamespace(args=args, state=SimpleNamespace(global_step=5), mixture=None, train_dataset=iter([]))
+    assert _examples(stream) == 40

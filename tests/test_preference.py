@@ -113,6 +113,12 @@ def test_other_methods_train_and_check_step_zero(runs, method):
         assert step0["logps/chosen"] < 0 and step0["logps/rejected"] < 0
         assert step0["logps/chosen"] != step0["logps/rejected"]
     assert "eval_rewards/margins" in metrics or method == "kto"
+    # Their batches carry no input_ids to count: no token figure rather than 0 tokens/s (DPO's is counted).
+    assert metrics["tokens_per_s"] is None and metrics["train_tokens"] is None and " tokens/s)" not in output
+    assert _metrics(runs["dpo"][0])["tokens_per_s"] > 0
+    # The report says what the run was (once "classification (generate head)" for every run but SFT).
+    report = (run / "report.html").read_text() if (run / "report.html").is_file() else ""
+    assert "classification (generate head)" not in report and (not report or "preference: " in report)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -404,3 +410,19 @@ def test_replacing_a_run_folder_with_tensorboard_logs(tiny_model, data_dir, pair
     done = run_cli(write_recipe(tmp_path / "r.yaml", recipe))
     assert "replacing the previous run" in done.stdout + done.stderr
     assert "eval_loss" in _metrics(out)["step0"] and list((out / "logs").glob("events.out.tfevents.*"))
+
+
+def test_a_resume_from_an_adapter_run_is_accepted_and_without_a_checkpoint_the_gate_runs(sft_then_dpo):
+    """The DPO run from the SFT adapter run (its strategy section differs from the SFT run's) resumed with
+    training.resume=auto: the start is resolved before the resume check, so the saved recipe matches (it was once
+    refused: the strategy was swapped after the check); with no checkpoint saved yet, the run starts at step 0 and
+    the step-0 gate and evaluation run (they were once skipped because resume was set)."""
+    import shutil
+
+    root, _ = sft_then_dpo
+    shutil.rmtree(root / "dpo-start" / "checkpoints")  # the run folder stays, with no checkpoint to resume
+    done = run_cli(root / "dpo-start.yaml", "training.resume=auto")
+    output = done.stdout + done.stderr
+    assert "no complete checkpoint" in output and "step 0    dpo on" in output
+    step0 = _metrics(root / "dpo-start")["step0"]
+    assert step0["max_abs_policy_minus_reference_logp"] == 0.0 and "eval_loss" in step0

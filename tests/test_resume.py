@@ -258,7 +258,50 @@ def test_a_live_run_holds_its_folder_and_a_changed_recipe_cannot_resume(tmp_path
     from llm_tune.run_folder import RunFolder
     from llm_tune.train.checkpoints import check_resumable
 
-    saved = RunFolder(tmp_path / "held").read_recipe()
-    later = saved.model_copy(deep=True)
+    held = RunFolder(tmp_path / "held")
+    later = held.read_recipe().model_copy(deep=True)
     later.training.logging_steps, later.training.save_steps, later.training.resume = 7, 1000, "auto"
-    check_resumable(saved, later)
+    check_resumable(held, later)
+
+
+def _checkpointed(tmp_path, tiny_model, data_dir, processes: int, **training):
+    """A run folder as a checkpointed run leaves it: its resolved recipe and environment.json."""
+    from llm_tune.recipe.schema import Recipe
+    from llm_tune.run_folder import RunFolder, write_json
+
+    recipe = Recipe.model_validate(base_recipe(tiny_model, data_dir, tmp_path / "run", training=training))
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir(parents=True)
+    run.write_recipe(recipe)
+    write_json(run.environment, {"processes": processes})
+    return run, recipe
+
+
+@pytest.mark.fast
+def test_a_resume_under_another_global_batch_is_refused_and_another_layout_of_it_allowed(
+    tmp_path, tiny_model, data_dir, monkeypatch
+):
+    """Checkpointed with 2 x 2 accumulation x 2 processes (global 8): resumed in one process with 2 x 2 it would
+    train another order and skip rows never trained; 4 x 2 in one process is the same global batch."""
+    from llm_tune.errors import UserError
+    from llm_tune.train.checkpoints import check_resumable
+
+    run, recipe = _checkpointed(tmp_path, tiny_model, data_dir, 2, per_device_train_batch_size=2,
+                                gradient_accumulation_steps=2)  # fmt: skip
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    resumed = recipe.model_copy(update={"training": recipe.training.model_copy(update={"resume": "auto"})})
+    with pytest.raises(UserError, match=r"the global batch was 8 \(2 x 2 accumulation x 2 processes\).*now 4"):
+        check_resumable(run, resumed)
+    relaid = resumed.training.model_copy(update={"per_device_train_batch_size": 4})
+    check_resumable(run, resumed.model_copy(update={"training": relaid}))
+
+
+@pytest.mark.fast
+def test_a_resume_may_turn_on_skip_bad_rows(tmp_path, tiny_model, data_dir):
+    """A stream stopped at a bad row advises data.skip_bad_rows: true; the rows before it trained the same either
+    way, so resuming with it is the same training (once refused as a changed recipe)."""
+    from llm_tune.train.checkpoints import check_resumable
+
+    run, recipe = _checkpointed(tmp_path, tiny_model, data_dir, 1)
+    skipping = recipe.data.model_copy(update={"skip_bad_rows": True})
+    check_resumable(run, recipe.model_copy(update={"data": skipping}))

@@ -30,7 +30,7 @@ def _trainer(tiny_model: Path, data_dir: Path, tmp_path: Path, fmt: str, trained
     from llm_tune.data.formats import load_splits
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy
-    from llm_tune.pipeline import training_tokenizer
+    from llm_tune.tasks.base import training_tokenizer
     from llm_tune.train.trainer import build_trainer
 
     file, sections = FORMATS[fmt]
@@ -78,7 +78,7 @@ def test_label_only_loss_equals_plain_and_trl_cross_entropy(tiny_model, data_dir
     from trl import SFTTrainer
 
     trainer = _trainer(tiny_model, data_dir, tmp_path, fmt, trained_steps=4)
-    assert type(trainer).__name__ == "LabelOnlySFTTrainer"  # a CPU run takes the label-only loss
+    assert trainer.label_only  # a CPU run takes the label-only loss
     model = trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     fast, fast_grads = _loss_and_grads(model, lambda: trainer.compute_loss(model, dict(batch)))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import base_recipe, run_cli, run_cli_together, write_jsonl, write_recipe
+from conftest import base_recipe, card_snippet_output, run_cli, run_cli_together, write_jsonl, write_recipe
 
 WORDS = {"joy": ["happy", "glad"], "anger": ["angry", "furious"], "fear": ["scared", "afraid"]}
 PROMPT = "Sentence 1: {text}\nSentence 2: {text_pair}\nHow similar?"
@@ -101,9 +101,13 @@ def test_multi_label_thresholds_are_tuned_saved_and_used(runs):
     assert evaluation["macro_f1"] == pytest.approx(sum(per_label) / len(per_label))
     assert evaluation["subset_accuracy"] == pytest.approx(sum(got == want for got, want in pairs) / len(pairs))
     # `eval` reloads the run and reproduces the metrics; `predict` prints the labels over their thresholds.
+    # The thresholds were tuned on a seeded half of the validation rows; every figure is of the other half.
+    rows = len(read_jsonl(runs / "ml_val.jsonl"))
+    assert evaluation["rows"] == rows - round(rows / 2) and "not used to fit" in evaluation["data"]
+    held = {p["text"]: p for p in predictions}
     run_cli("eval", out, "--data", runs / "ml_val.jsonl")
-    again = json.loads((out / "eval" / "metrics.json").read_text())
-    assert again["micro_f1"] == evaluation["micro_f1"] and again["f1"] == evaluation["f1"]
+    again = read_jsonl(out / "eval" / "predictions.jsonl")
+    assert len(again) == rows and all(p == held[p["text"]] for p in again if p["text"] in held)
     row = predictions[0]
     shown = run_cli("predict", out, "--text", row["text"]).stdout.split(row["text"])[-1]
     for label, probability in row["probabilities"].items():
@@ -114,6 +118,13 @@ def test_multi_label_thresholds_are_tuned_saved_and_used(runs):
     run_cli("export", out, "--merge")
     config = json.loads((out / "export" / "merged" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
+    assert config["label_thresholds"] == pytest.approx(thresholds)
+    # Both exports, read as their model card says (the trained prompt, sigmoids, the tuned thresholds), predict
+    # the labels eval predicted for the row.
+    run_cli("export", out)
+    for folder in (out / "export" / "merged", out / "export" / "adapter"):
+        said = card_snippet_output(folder, **{"Text to classify": row["text"]})
+        assert sorted(eval(said)) == sorted(row["prediction"]), folder.name
 
 
 def test_regression_on_pairs_records_its_scale_and_scores_on_the_true_scale(runs):
@@ -135,8 +146,26 @@ def test_regression_on_pairs_records_its_scale_and_scores_on_the_true_scale(runs
     missing = run_cli("predict", out, "--text", first["text"], check=False)
     assert missing.returncode == 2 and "--text-pair" in missing.stderr
     assert (out / "report" / "prediction_vs_truth.png").is_file()
+    # The head outputs (score - mean) / std; every prediction is on the score's own scale (mean and std far from
+    # 0 and 1 here, so an output left normalised cannot pass).
+    from llm_tune.classification.heads import head_scores
+    from llm_tune.data.formats import user_prompt
+    from llm_tune.model.trained import load_trained
+
+    assert abs(c["target_mean"]) > 0.5 and abs(c["target_std"] - 1) > 0.2
+    run = load_trained(out)
+    prompt = user_prompt(first["text"], run.recipe.data, None, True, first["text_pair"])
+    raw = float(head_scores(run.model, run.tokenizer, [prompt], ["score"], "sequence", 1, 64)[0, 0])
+    assert predictions[0]["prediction"] == pytest.approx(raw * c["target_std"] + c["target_mean"], abs=1e-4)
+    # Both exports, read as their model card says, give predict's score.
     run_cli("export", out, "--merge")
-    assert json.loads((out / "export" / "merged" / "config.json").read_text())["problem_type"] == "regression"
+    merged = out / "export" / "merged"
+    config = json.loads((merged / "config.json").read_text())
+    assert config["problem_type"] == "regression" and config["target_std"] == pytest.approx(c["target_std"])
+    run_cli("export", out)
+    for folder in (merged, out / "export" / "adapter"):
+        said = card_snippet_output(folder, **{"Text to classify": first["text"], "Second text": first["text_pair"]})
+        assert float(said.strip()) == pytest.approx(predictions[0]["prediction"], abs=1e-3), folder.name
 
 
 def test_the_pair_text_is_rendered_into_the_prompt():

@@ -64,10 +64,12 @@ def softmax(scores: Any, temperature: float | None) -> Any:
     return torch.softmax(scores / (temperature or 1.0), dim=-1).numpy()
 
 
-def calibrate(scores: Any, truth: list[int]) -> dict[str, Any]:
-    """Fit T on these rows; the reliability before (T = 1) and after."""
+def calibrate(scores: Any, truth: list[int], held: Any, held_truth: list[int]) -> dict[str, Any]:
+    """Fit T on (scores, truth); the reliability before (T = 1) and after on the held-out rows, which the fit did
+    not see."""
     temperature = fit_temperature(scores, truth)
-    before, after = reliability(softmax(scores, None), truth), reliability(softmax(scores, temperature), truth)
+    before = reliability(softmax(held, None), held_truth)
+    after = reliability(softmax(held, temperature), held_truth)
     return {
         "temperature": temperature,
         "ece_before": before["ece"],

@@ -8,11 +8,17 @@ from typing import Any
 from llm_tune.recipe.schema import Recipe
 
 
-def classification_rows(recipe: Recipe, spec: str, tokenizer: Any) -> Any:
-    """Rendered prompts with their labels; a label outside the run's label set is an error naming the row."""
+def classification_rows(recipe: Recipe, spec: str, tokenizer: Any, skip_bad_rows: bool = False) -> Any:
+    """Rendered prompts with their labels and texts. A bad row (a label outside the run's label set, an empty
+    text) is an error naming it, or with `skip_bad_rows` (the run's own validation file, read as training read it)
+    skipped and counted on the console."""
+    from llm_tune.console import say
     from llm_tune.data.formats import keep_good_rows, read_rows, render
 
-    cfg = recipe.data.model_copy(update={"skip_bad_rows": False})
-    rows = keep_good_rows(read_rows(spec), cfg, spec, recipe.classification.labels, [])
+    cfg = recipe.data.model_copy(update={"skip_bad_rows": skip_bad_rows})
+    notes: list[str] = []
+    rows = keep_good_rows(read_rows(spec), cfg, spec, recipe.classification.labels, notes)
+    for note in filter(None, notes):
+        say(note)
     rendered = render(rows, cfg, recipe.classification.labels, tokenizer.chat_template is not None)
     return rendered.add_column("text", rows[cfg.fields.text])

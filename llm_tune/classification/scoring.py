@@ -4,97 +4,69 @@ RUN_DIR/eval/{metrics.json, predictions.jsonl}."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from llm_tune.classification.rows import classification_rows
+from llm_tune.classification.evaluation import ScoredRows
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder, write_json, write_text_atomic
 
 
-def evaluate_classifier(
-    recipe: Recipe,
-    model: Any,
-    tokenizer: Any,
-    spec: str,
-    batch_size: int,
-    out: Path,
-    tune: bool = False,
-    write: bool = True,
-) -> dict:
-    """Predict every row of `spec`, print the table and write `out`/metrics.json and predictions.jsonl (`tune`:
-    after training, a multi_label run's thresholds are tuned on these rows first). With `write` False only the
-    predictions run: the other ranks of a sharded model, whose forward passes gather the weights with rank 0's
-    (they return {}); multi-label and regression runs score on rank 0 alone."""
-    from llm_tune.classification.calibration import reliability, softmax
+def single_label_scores(recipe: Recipe, model: Any, tokenizer: Any, prompts: list[Any], batch_size: int) -> Any:
+    """[rows, labels] raw scores: the sequence head's logits, or the generate head's label log-likelihoods."""
     from llm_tune.classification.heads import head_scores
     from llm_tune.model.precision import mixed_precision
 
-    if recipe.data.format != "classification":
-        if not write:
-            return {}
-        from llm_tune.classification.target_scoring import evaluate_targets
+    c = recipe.classification
+    return head_scores(model, tokenizer, prompts, c.labels or [], c.head, batch_size, recipe.data.max_length,
+                       mixed_precision(recipe.model)).numpy()  # fmt: skip
 
-        return evaluate_targets(recipe, model, tokenizer, spec, batch_size, out, tune)
 
-    labels = recipe.classification.labels
-    rows = classification_rows(recipe, spec, tokenizer)
-    started = time.perf_counter()
-    scores = head_scores(
-        model,
-        tokenizer,
-        rows["prompt"],
-        labels,
-        recipe.classification.head,
-        batch_size,
-        recipe.data.max_length,
-        mixed_precision(recipe.model),
-    )
-    seconds = time.perf_counter() - started
-    if not write:
-        return {}
-    truth = [labels.index(label) for label in rows["label"]]
-    calibration = _calibrate(recipe, scores, truth, spec) if tune else None
+def report_single_label(recipe: Recipe, scores: Any, rows: ScoredRows, out: Path, seconds: float) -> dict[str, Any]:
+    """Score the rows' predictions, print the table, write `out`/metrics.json and predictions.jsonl."""
+    from llm_tune.classification.calibration import reliability, softmax
+
+    labels = recipe.classification.labels or []
+    truth = [labels.index(label) for label in rows.truth]
     probs = softmax(scores, recipe.classification.temperature)
     metrics = {
-        "data": spec,
+        "data": rows.name,
         "rows": len(truth),
         "labels": labels,
         **classification_metrics(probs, truth, labels),
         "ece": reliability(probs, truth)["ece"],
         "temperature": recipe.classification.temperature,
-        **({"calibration": calibration} if calibration else {}),
         "rows_per_s": round(len(truth) / seconds, 2),
     }
     predicted = probs.argmax(-1).tolist()
     predictions = [
         {"text": text, "label": labels[t], "prediction": labels[p], "probabilities": dict(zip(labels, map(float, row)))}
-        for text, t, p, row in zip(rows["text"], truth, predicted, probs)
+        for text, t, p, row in zip(rows.texts, truth, predicted, probs)
     ]
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
-    write_json(out / "metrics.json", metrics)
-    print(format_report(metrics), flush=True)
-    print(f"scored {len(truth)} rows in {seconds:.1f} s ({metrics['rows_per_s']:.1f} rows/s)", flush=True)
+    write_report(out, predictions, metrics, format_report(metrics), seconds)
     return metrics
 
 
-def _calibrate(recipe: Recipe, scores: Any, truth: list[int], spec: str) -> dict[str, Any] | None:
-    """After training, with classification.calibrate: the temperature fitted on these rows (set in `recipe`)."""
+def write_report(
+    out: Path, predictions: list[dict[str, Any]], metrics: dict[str, Any], report: str, seconds: float
+) -> None:
+    """`out`/predictions.jsonl and metrics.json, and the report on the console."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
+    write_json(out / "metrics.json", metrics)
+    print(report, flush=True)
+    print(f"scored {metrics['rows']} rows in {seconds:.1f} s ({metrics['rows_per_s']:.1f} rows/s)", flush=True)
+
+
+def fit_temperature_on(
+    fit_scores: Any, fit_truth: list[int], held_scores: Any, held_truth: list[int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """classification.calibrate: the temperature fitted on some rows; ECE before and after on the held-out ones."""
     from llm_tune.classification.calibration import calibrate
 
-    if not recipe.classification.calibrate or recipe.classification.temperature is not None:
-        return None
-    fitted = calibrate(scores, truth)
-    recipe.classification.temperature = round(fitted["temperature"], 6)
-    print(
-        f"calibrated on {spec}: temperature {fitted['temperature']:.4f}, expected calibration error"
-        f" {fitted['ece_before']:.4f} -> {fitted['ece_after']:.4f} (saved in the run's recipe)",
-        flush=True,
-    )
-    return fitted
+    fitted = calibrate(fit_scores, fit_truth, held_scores, held_truth)
+    return {"temperature": round(fitted["temperature"], 6)}, {"calibration": fitted}
 
 
 def classification_metrics(probs: Any, truth: list[int], labels: list[str]) -> dict[str, Any]:
@@ -142,15 +114,25 @@ def eval_command(run_dir: Path, data: str | None, batch_size: int | None) -> dic
     if not Path(spec).is_file():
         raise UserError(f"--data: file not found: {spec}")
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
-    return evaluate_classifier(recipe, run.model, run.tokenizer, spec, batch_size, RunFolder(run_dir).eval)
+    return evaluate_file(recipe, run.model, run.tokenizer, spec, batch_size, RunFolder(run_dir).eval)
+
+
+def evaluate_file(recipe: Recipe, model: Any, tokenizer: Any, spec: str, batch_size: int, out: Path) -> dict[str, Any]:
+    """Every row of a file scored (a bad row is an error naming it), reported and written to `out`."""
+    from llm_tune.classification.evaluation import file_rows
+    from llm_tune.classification.problems import problem_of
+
+    problem = problem_of(recipe)
+    rows = file_rows(recipe, spec, tokenizer)
+    outputs, seconds = problem.raw_outputs(recipe, model, tokenizer, rows.prompts, batch_size)
+    return problem.report(recipe, outputs, rows, out, seconds)
 
 
 def predict_command(
     run_dir: Path, texts: list[str], batch_size: int | None, pairs: list[str] | None = None
 ) -> list[dict[str, float]]:
-    from llm_tune.classification.heads import label_probabilities
+    from llm_tune.classification.problems import problem_of
     from llm_tune.data.formats import user_prompt
-    from llm_tune.model.precision import mixed_precision
     from llm_tune.model.trained import load_trained
 
     pairing = _check_pairs(run_dir, texts, pairs)
@@ -162,17 +144,12 @@ def predict_command(
     conversational = run.tokenizer.chat_template is not None
     prompts = [user_prompt(t, recipe.data, labels, conversational, p) for t, p in zip(texts, pairing)]
     batch_size = batch_size or recipe.training.per_device_eval_batch_size
-    if recipe.data.format != "classification":
-        from llm_tune.classification.target_scoring import predict_targets
-
-        return predict_targets(recipe, run.model, run.tokenizer, texts, prompts, batch_size)
-    autocast = mixed_precision(recipe.model)
-    probs = label_probabilities(run.model, run.tokenizer, prompts, labels, recipe.classification.head, batch_size,
-                                recipe.data.max_length, autocast, recipe.classification.temperature)  # fmt: skip
-    results = [dict(zip(labels, map(float, row))) for row in probs]
+    problem = problem_of(recipe)
+    outputs, _ = problem.raw_outputs(recipe, run.model, run.tokenizer, prompts, batch_size)
+    results = [problem.prediction(recipe, row) for row in outputs]
     for text, result in zip(texts, results):
-        ranked = sorted(result.items(), key=lambda kv: -kv[1])
-        print(f"{text}\n  " + "  ".join(f"{label} {p:.4f}" for label, p in ranked), flush=True)
+        shown = "  ".join(f"{key} {value:.4f}" for key, value in result.items()) or "(no label over its threshold)"
+        print(f"{text}\n  {shown}", flush=True)
     return results
 
 

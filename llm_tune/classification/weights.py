@@ -13,8 +13,12 @@ from typing import Any
 from llm_tune.errors import UserError
 
 
-def resolve_class_weights(setting: Any, labels: list[str], train_labels: list[str]) -> dict[str, float] | None:
-    """The weight of every label (what the run's recipe records), from `balanced` or a partial {label: weight}."""
+def resolve_class_weights(
+    setting: Any, labels: list[str], train_labels: list[str], repeats: list[float] | None = None
+) -> dict[str, float] | None:
+    """The weight of every label (what the run's recipe records), from `balanced` or a partial {label: weight}.
+    `repeats`: how many times each row trains in an epoch (a mixture's shares draw a source's rows more or less
+    than once), so `balanced` balances what an epoch trains, not the rows loaded."""
     if setting is None:
         return None
     if isinstance(setting, dict):
@@ -24,14 +28,16 @@ def resolve_class_weights(setting: Any, labels: list[str], train_labels: list[st
                 f"classification.class_weights: {unknown} are not labels of this run; the labels are {labels}"
             )
         return {label: float(setting.get(label, 1.0)) for label in labels}
-    counts = Counter(train_labels)
+    counts: Counter[str] = Counter()
+    for label, times in zip(train_labels, repeats or [1.0] * len(train_labels)):
+        counts[label] += times
     empty = [label for label in labels if counts[label] == 0]
     if empty:
         raise UserError(
             f"classification.class_weights: balanced needs training rows of every label; {empty} have none"
             " (give the weights as {label: weight}, or drop those labels)"
         )
-    total = len(train_labels)
+    total = sum(counts.values())
     return {label: round(total / (len(labels) * counts[label]), 6) for label in labels}
 
 

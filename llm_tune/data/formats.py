@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from llm_tune.data.mixture import SOURCE
 from llm_tune.data.pair_rows import pair_problem, render_for_prompting
-from llm_tune.data.targets import discovered_labels, fill_prompt, required_columns, target, target_problem
+from llm_tune.data.targets import (
+    class_label_names,
+    discovered_labels,
+    fill_prompt,
+    required_columns,
+    sorted_labels,
+    target,
+    target_problem,
+)
 from llm_tune.data.turns import instruction_pair, with_system
 from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
@@ -167,9 +175,13 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     (data.train, data.validation) is read and checked file by file, and each row keeps its source's index in the
     `source` column (data/mixture.py)."""
     notes: list[str] = []
-    train_parts = [keep_good_rows(read_rows(s.path), cfg, s.path, labels, notes) for s in cfg.train_sources]
+    raw = [read_rows(s.path) for s in cfg.train_sources]
+    if cfg.labelled and labels is None:  # a `datasets` ClassLabel column names its integers
+        labels = class_label_names(raw[0], cfg)
+    _check_separator(cfg, raw)
+    train_parts = [keep_good_rows(rows, cfg, s.path, labels, notes) for rows, s in zip(raw, cfg.train_sources)]
     if cfg.labelled and labels is None and cfg.format != "regression":
-        labels = sorted({label for part in train_parts for label in discovered_labels(part, cfg) or []})
+        labels = sorted_labels({label for part in train_parts for label in discovered_labels(part, cfg) or []})
         if len(labels) < 2:
             raise UserError(
                 f"{cfg.train_label}: every row has the label {labels[0]!r}; a classifier needs rows of at least two"
@@ -188,6 +200,19 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
             splits.source_names["validation"] = splits.source_names["train"]
     splits.notes = [n for n in notes if n]
     return splits
+
+
+def _check_separator(cfg: DataConfig, parts: list[Dataset]) -> None:
+    """data.label_separator splits a labels cell that is one string; set on rows whose cells are all lists, it would
+    do nothing."""
+    if cfg.format != "multi_label" or cfg.label_separator == DataConfig.model_fields["label_separator"].default:
+        return
+    column = cfg.fields.labels
+    if not any(isinstance(v, str) for part in parts if column in part.column_names for v in part[column]):
+        raise UserError(
+            f"data.label_separator: {cfg.label_separator!r} splits a labels cell written as one string, and every"
+            f" '{column}' cell of {cfg.train_label} is a list; remove it"
+        )
 
 
 def with_validation(splits: Splits, cfg: DataConfig, conversational: bool) -> Splits:
@@ -305,12 +330,33 @@ def render(rows: Dataset, cfg: DataConfig, labels: list[str] | None, conversatio
     rows as prompt/completion with the preferred answer (what export checks and samples ask the model)."""
     if cfg.format == "preference":
         return render_for_prompting(rows, cfg, conversational)
-    return rows.map(
-        render_row,
+    if not cfg.labelled:
+        return rows.map(
+            render_row,
+            fn_kwargs={"cfg": cfg, "labels": labels, "conversational": conversational},
+            remove_columns=rows.column_names,
+            desc="Rendering rows",
+        )
+    # `datasets` keeps an input column's type for an output column of the same name: a ClassLabel, integer or
+    # boolean `label` column would turn the label names back into its own type. The target leaves under another name.
+    rendered = rows.map(
+        _render_target,
         fn_kwargs={"cfg": cfg, "labels": labels, "conversational": conversational},
         remove_columns=rows.column_names,
         desc="Rendering rows",
     )
+    return rendered.rename_column(TARGET, "label")
+
+
+TARGET = "_llm_tune_target"
+
+
+def _render_target(
+    row: dict[str, Any], cfg: DataConfig, labels: list[str] | None, conversational: bool
+) -> dict[str, Any]:
+    rendered = render_row(row, cfg, labels, conversational)
+    rendered[TARGET] = rendered.pop("label")
+    return rendered
 
 
 def render_row(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None, conversational: bool) -> dict[str, Any]:
@@ -321,7 +367,7 @@ def render_row(row: dict[str, Any], cfg: DataConfig, labels: list[str] | None, c
     if cfg.format == "chat":
         return {"messages": with_system(row[names.messages], cfg.system_prompt)}
     if cfg.labelled:
-        label, answer = target(row, cfg)
+        label, answer = target(row, cfg, labels)
         user = fill_prompt(cfg, row[names.text], labels, row.get(names.text_pair) if names.text_pair else None)
         return {**instruction_pair(user, answer, cfg.system_prompt, conversational), "label": label}
     instruction, extra = row[names.instruction], row.get(names.input) or ""

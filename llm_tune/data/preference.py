@@ -15,6 +15,7 @@ from llm_tune.data.pair_rows import pair_problem, render_row, row_shape
 from llm_tune.data.prompts import prompt_ids
 from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
+from llm_tune.recipe.methods import METHODS
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -36,7 +37,7 @@ def load_preference_splits(cfg: DataConfig, tokenizer: Any, method: str, seed: i
         if len(rows) == 0:
             raise UserError(f"{spec}: no rows")
         shape = row_shape(rows[0])
-        if shape == "unpaired" and method != "kto":
+        if shape == "unpaired" and METHODS[method].paired:
             raise UserError(
                 f"{spec}: the rows are unpaired {{prompt, completion, label}}; preference.method {method} needs pairs"
                 " {prompt, chosen, rejected}: give pairs, or set preference.method: kto"
@@ -51,7 +52,7 @@ def load_preference_splits(cfg: DataConfig, tokenizer: Any, method: str, seed: i
     if cfg.validation_fraction:
         split = parts["train"].train_test_split(test_size=cfg.validation_fraction, seed=cfg.validation_seed)
         parts["train"], parts["validation"] = split["train"], split["test"]
-    if method == "kto":
+    if not METHODS[method].paired:  # each pair becomes two unpaired rows
         parts = {name: _for_kto(split, name, seed, notes) for name, split in parts.items()}
     return Splits(parts["train"], parts.get("validation"), None, [n for n in notes if n])
 

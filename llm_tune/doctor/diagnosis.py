@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llm_tune.classification.problems import problem_of
 from llm_tune.doctor import checks
 from llm_tune.doctor.checks import Findings
 from llm_tune.doctor.estimate import Device, MemoryEstimate
@@ -41,26 +42,24 @@ def doctor(
             f"{recipe_path}: data.streaming: doctor measures a loaded file's rows; run it with data.streaming=false"
             " on a sample of the file (the first rows), or train directly"
         )
-    if recipe.task == "preference":  # its memory (two answers a row, the reference) is measured, not modelled
+    from llm_tune.tasks import task_for
+
+    task = task_for(recipe)
+    if task.doctor_measures:  # its memory (two answers a row, the reference) is measured, not modelled
         from llm_tune.doctor.preference import preference_doctor
-        from llm_tune.preference.start import from_run_problems
 
         if launch_config:
-            raise UserError(f"{recipe_path}: doctor --launch checks SFT and classification recipes; not preference")
-        if problems := from_run_problems(recipe):
-            raise UserError(*problems)
+            raise UserError(f"{recipe_path}: doctor --launch checks SFT and classification recipes; not {task.kind}")
         return preference_doctor(recipe, recipe_path, json_path, device_section(recipe))
     import peft  # noqa: F401  (imported before measuring the runtime: training imports them too)
     import trl  # noqa: F401
 
-    from llm_tune.pipeline import training_data, training_model, training_tokenizer
-
     found = Findings()
     launch = check_launch_config(recipe, launch_config, found) if launch_config else None
-    tokenizer, _ = training_tokenizer(recipe)
-    splits = training_data(recipe, tokenizer)
+    prepared = task.prepare()
+    recipe, tokenizer, splits = prepared.recipe, prepared.tokenizer, prepared.splits  # as the run resolves it
     runtime = resident_bytes()  # Python, torch, the libraries, tokenizer and data: all but the model
-    model, (trainable, total) = training_model(recipe, tokenizer, splits.labels, splits.notes)
+    model, (trainable, total) = task.model(prepared)
     device = device_section(recipe)
     rows = tokenized_rows(recipe, model, tokenizer, splits)
     sections = data_sections(recipe, tokenizer, splits, rows, found)
@@ -128,7 +127,7 @@ def data_sections(recipe: Recipe, tokenizer: Any, splits: Any, rows: list[dict[s
     truncated = {i for i, n in enumerate(lengths["train"]) if n > max_length}
     sections["trained_tokens"] = trained_section(recipe, tokenizer, splits, rows, truncated, found)
     sections["rows"] = [_shown_row(recipe, tokenizer, row, splits) for row in rows[:2]]
-    if splits.labels is not None and recipe.data.format == "classification":  # one label a row
+    if splits.labels is not None and not problem_of(recipe).targets:  # one label a row
         train_labels, val_labels = (_labels(s) for s in (splits.train, splits.validation))
         sections["labels"] = checks.label_findings(train_labels, val_labels, splits.labels, found)
     classifying = recipe.reads_labels

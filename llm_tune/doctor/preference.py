@@ -23,12 +23,13 @@ ANSWERS = ("chosen", "rejected", "completion")  # the answer columns of TRL's pr
 
 
 def preference_doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None, device: Device) -> PreferenceReport:
-    from llm_tune.pipeline import training_data, training_model, training_tokenizer
+    from llm_tune.tasks import task_for
 
     found = Findings()
-    tokenizer, _ = training_tokenizer(recipe)
-    splits = training_data(recipe, tokenizer)
-    model, (trainable, total) = training_model(recipe, tokenizer, None, splits.notes)
+    task = task_for(recipe)
+    prepared = task.prepare()
+    recipe, tokenizer, splits = prepared.recipe, prepared.tokenizer, prepared.splits  # as the run resolves it
+    model, (trainable, total) = task.model(prepared)
     parts = {name: s for name, s in (("train", splits.train), ("validation", splits.validation)) if s is not None}
     lengths = {name: _lengths(tokenizer, split) for name, split in parts.items()}
     max_length = recipe.data.max_length
@@ -56,9 +57,11 @@ def preference_doctor(recipe: Recipe, recipe_path: Path, json_path: Path | None,
 
 
 def reference_in_words(recipe: Recipe) -> str:
-    method, source = recipe.preference.method, recipe.model.from_run
-    if method in ("orpo", "simpo"):
-        return f"none: {method} is reference-free"
+    from llm_tune.recipe.methods import method_of
+
+    method, source = method_of(recipe), recipe.model.from_run
+    if not method.reference:
+        return f"none: {method.name} is reference-free"
     if getattr(recipe.preference, "precompute_ref_log_probs", False):
         return "log-probabilities precomputed once before training (no reference model in memory during steps)"
     if source is not None and getattr(recipe.preference, "reference", "start") == "start":

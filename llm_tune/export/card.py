@@ -56,7 +56,7 @@ def card_metadata(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dic
     from huggingface_hub import ModelCardData
 
     kind = "text-classification" if recipe.is_classification else "sft"
-    tags = ["llm_tune", recipe.strategy.kind, recipe.preference.method if recipe.task == "preference" else kind]
+    tags = ["llm_tune", recipe.strategy.kind, recipe.preference.method if recipe.is_preference else kind]
     if not merged:
         tags.append("lora")
     elif recipe.adapter:
@@ -114,10 +114,15 @@ def _summary(recipe: Recipe, options: ExportConfig, merged: bool, gguf: dict[str
 
 def _method(recipe: Recipe) -> str:
     """A preference run's method and data, and the SFT run it started from."""
-    if recipe.task != "preference":
+    from llm_tune.recipe.methods import method_of
+
+    if not recipe.is_preference:
         return ""
     start = f", starting from the SFT run `{recipe.model.from_run}`" if recipe.model.from_run else ""
-    return f", preference method `{recipe.preference.method}` on the pairs in `{recipe.data.train_label}`{start}"
+    title = method_of(recipe).title
+    return (
+        f", preference method `{recipe.preference.method}` ({title}) on the pairs in `{recipe.data.train_label}`{start}"
+    )
 
 
 def _training(recipe: Recipe) -> str:
@@ -128,7 +133,7 @@ def _training(recipe: Recipe) -> str:
     parts = {"model": recipe.model.model_dump(mode="json"), "strategy": strategy, "data": data}
     if recipe.is_classification:
         parts["classification"] = recipe.classification.model_dump(mode="json")
-    if recipe.task == "preference":
+    if recipe.is_preference:
         parts["preference"] = recipe.preference.model_dump(mode="json")
     parts["training"] = recipe.training.model_dump(mode="json")
     return (
@@ -230,10 +235,7 @@ def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
         lines = [*imports, *lines, *_adapter_base_lines(recipe, options, auto, classifier)]
         lines.append(f'model = PeftModel.from_pretrained(base, "{HERE}")')
     if classifier:
-        lines += [
-            'inputs = tokenizer("Text to classify", return_tensors="pt")',
-            "label = model.config.id2label[int(model(**inputs).logits.argmax(-1))]",
-        ]
+        lines += classifier_reading(recipe)
     else:
         lines += [
             'messages = [{"role": "user", "content": "Hello!"}]',
@@ -243,6 +245,55 @@ def loading_code(recipe: Recipe, options: ExportConfig, merged: bool) -> str:
             'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
         ]
     return "\n".join(lines) + "\n"
+
+
+def classifier_reading(recipe: Recipe) -> list[str]:
+    """The sequence head as `predict` reads it: the text wrapped in the prompt training used (data.prompt, the
+    system prompt, the chat template), then softmax (a calibrated temperature is folded into the head), the
+    thresholds over sigmoids (multi-label), or the score on its own scale (regression)."""
+    from llm_tune.export.head_scale import declared
+
+    data, c = recipe.data, recipe.classification
+    fill = f'text=text, labels="{", ".join(c.labels or [])}"' + (
+        ', text_pair="Second text"' if data.fields.text_pair else ""
+    )
+    system = (
+        [f'messages.insert(0, {{"role": "system", "content": {data.system_prompt!r}}})']
+        if data.system_prompt is not None
+        else []
+    )
+    header = f"{data.system_prompt}\n\n" if data.system_prompt else ""
+    lines = [
+        "import torch",
+        f"prompt = {data.prompt!r}  # data.prompt: how training wrapped each text",
+        'text = "Text to classify"',
+        f"user = prompt.format({fill})",
+        'messages = [{"role": "user", "content": user}]',
+        *system,
+        "if tokenizer.chat_template:  # the chat training rendered (the last tokens, up to data.max_length, are read)",
+        '    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+        "else:",
+        f'    inputs = tokenizer({header!r} + f"### Instruction:\\n{{user}}\\n\\n### Response:\\n", return_tensors="pt")',
+        "logits = model(**inputs).logits[0].float()",
+    ]  # fmt: skip
+    facts = declared(recipe)
+    if recipe.problem_type == "regression":
+        scale = f" * {facts['target_std']!r} + {facts['target_mean']!r}" if "target_mean" in facts else ""
+        why = "  # the head trains on (score - mean) / std" if scale else ""
+        return lines + [f"score = float(logits[0]){scale}{why}", "print(score)"]
+    if recipe.problem_type == "multi_label_classification":
+        thresholds = facts.get("label_thresholds") or dict.fromkeys(c.labels or [], 0.5)
+        return lines + [
+            "probabilities = torch.sigmoid(logits)",
+            f"thresholds = {thresholds!r}  # tuned on validation rows after training",
+            "print([model.config.id2label[i] for i, p in enumerate(probabilities.tolist())"
+            " if p >= thresholds[model.config.id2label[i]]])",
+        ]
+    folded = "  # the calibrated temperature is folded into the head" if c.temperature else ""
+    return lines + [
+        f"probabilities = torch.softmax(logits, -1){folded}",
+        "print({model.config.id2label[i]: p for i, p in enumerate(probabilities.tolist())})",
+    ]
 
 
 def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classifier: bool) -> list[str]:
@@ -258,11 +309,12 @@ def _adapter_base_lines(recipe: Recipe, options: ExportConfig, auto: str, classi
         ]
         args.append("quantization_config=quant")
     if classifier:
-        labels = recipe.classification.labels or []
+        labels = recipe.head_labels or []
         args += [
             f"num_labels={len(labels)}",
             f"id2label={dict(enumerate(labels))}",
             f"label2id={ {label: i for i, label in enumerate(labels)} }",
+            f'problem_type="{recipe.problem_type}"',
         ]
     lines.append(f"base = {auto}.from_pretrained({', '.join(args)})")
     if classifier:

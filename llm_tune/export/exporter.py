@@ -119,13 +119,16 @@ def _export_adapter(job: Job, tmp: Path) -> None:
     """The run's adapter files (cast to --dtype if given), checked by loading them the plain peft way."""
     from peft import PeftModel
 
+    from llm_tune.export.head_scale import scaled_back
     from llm_tune.model.loading import load_model
 
     copy_adapter(job.run.weights(job.recipe), tmp, job)
     _support_files(job, tmp)
     base = load_model(job.recipe.model, job.tokenizer, labels=job.labels, four_bit=job.recipe.four_bit)
+    if job.classifier:
+        base.config.problem_type = job.recipe.problem_type
     model = training_arithmetic(PeftModel.from_pretrained(base, tmp))
-    result = check(job, "exported_adapter_vs_trained", outputs(job, model))
+    result = check(job, "exported_adapter_vs_trained", scaled_back(outputs(job, model), job.recipe))
     _gate(job, result, coarsest(job.dtype, trained_dtype(job.recipe)))
     del model, base
     gc.collect()
@@ -139,7 +142,9 @@ def copy_adapter(source: Path, tmp: Path, job: Job) -> None:
     config = PeftConfig.from_pretrained(str(source))  # the adapter's own config class (LoraConfig), through peft
     config.base_model_name_or_path = base_model_reference(job.recipe, job.options)
     config.save_pretrained(str(tmp))
-    tensors = load_file(source / ADAPTER_FILES[1])
+    from llm_tune.export.head_scale import fold_into_tensors
+
+    tensors = fold_into_tensors(load_file(source / ADAPTER_FILES[1]), job.recipe)  # a temperature, folded
     if job.options.dtype:
         wanted = getattr(torch, job.options.dtype)
         tensors = {k: v.to(wanted) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -148,14 +153,16 @@ def copy_adapter(source: Path, tmp: Path, job: Job) -> None:
 
 def _export_merged(job: Job, tmp: Path) -> None:
     """Merge (lora/qlora) or take the saved model (full/frozen), save it, reload it plainly and compare."""
+    from llm_tune.export.head_scale import fold_into_model, scaled_back
     from llm_tune.export.merge import build_merged
 
     model, gate_reference = build_merged(job)
+    fold_into_model(model, job.recipe)  # a temperature folded, a regression scale declared (config.json)
     _save_model(job, model, tmp)
     del model
     gc.collect()
     reloaded = load_exported_model(tmp, job.classifier, job.dtype)
-    exported = outputs(job, reloaded)
+    exported = scaled_back(outputs(job, reloaded), job.recipe)
     del reloaded
     gc.collect()
     _gate_merge(job, exported, gate_reference)

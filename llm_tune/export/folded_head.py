@@ -25,9 +25,10 @@ MAX_ROWS = 2000  # validation rows compared; SST-2's 872 all fit
 def check_foldable(job: Job, tokenizer: Any) -> None:
     """Refuse, before anything loads, a classifier that cannot be folded into LM-head rows."""
     from llm_tune.classification.heads import label_token_ids
+    from llm_tune.classification.problems import problem_of
 
     recipe = job.recipe
-    if recipe.data.format != "classification":
+    if not problem_of(recipe).folds_to_lm_head:
         raise UserError(
             f"{WHERE}: a {recipe.data.format} head has no next-token form (its outputs are not one softmax over"
             " labels); export it with --format safetensors"

@@ -59,7 +59,7 @@ class Job:
     @property
     def is_gguf(self) -> bool:
         """A GGUF file (always of the merged model) rather than a transformers folder."""
-        return self.options.format == "gguf"
+        return self.options.gguf
 
     @property
     def out(self) -> Path:
@@ -89,11 +89,11 @@ def export_options(recipe: Recipe, **given: Any) -> ExportConfig:
     except ValidationError as exc:
         problems = [(str(e["loc"][0]).replace("_", "-"), e["msg"], e["input"]) for e in exc.errors()]
         raise UserError(*(f"--{name}: {msg} (got {got!r})" for name, msg, got in problems)) from None
-    if options.format != "gguf" and "gguf_type" in given:
+    if not options.gguf and "gguf_type" in given:
         raise UserError(
             f"--gguf-type: applies to --format gguf, and this export is {options.format}; add --format gguf"
         )
-    if options.format == "gguf":
+    if options.gguf:
         not_gguf = {
             "merge": ("--merge / --no-merge", "a GGUF always holds the merged model"),
             "dtype": ("--dtype", "a GGUF's weights take --gguf-type"),

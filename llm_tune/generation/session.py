@@ -78,7 +78,7 @@ def locate(path: Path) -> Target:
     path = Path(path)
     if (path / MANIFEST).is_file():
         manifest = read_json(path / MANIFEST)
-        _refuse_classifier(path, manifest.get("task"), "RUN_DIR")
+        _refuse_classifier(path, manifest.get("task") in CLASSIFIER_TASKS, "RUN_DIR")
         if manifest.get("layout") != "merged":
             raise UserError(
                 f"{path}: an adapter export; give its run folder, or a merged export"
@@ -94,12 +94,16 @@ def locate(path: Path) -> Target:
             " give a run's output_dir or its export/merged folder"
         )
     recipe = run.read_recipe()
-    _refuse_classifier(path, recipe.task, str(path))
+    _refuse_classifier(path, recipe.is_classification, str(path))
     return Target(path, recipe)
 
 
-def _refuse_classifier(path: Path, task: str | None, run_dir: str) -> None:
-    if task == "classification":
+# An export's manifest names the task its run trained (export/exporter.py).
+CLASSIFIER_TASKS = ("classification",)
+
+
+def _refuse_classifier(path: Path, classifier: bool, run_dir: str) -> None:
+    if classifier:
         raise UserError(
             f"{path}: a classification run answers with label probabilities, not text; use"
             f' `python -m llm_tune predict {run_dir} --text "..."`'

@@ -13,10 +13,13 @@ answer must carry trained tokens (a log-probability below 0), and chosen and rej
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from llm_tune.console import say
 from llm_tune.errors import UserError
+from llm_tune.recipe.methods import method_of
 from llm_tune.recipe.schema import Recipe
 
 LOGP_TOLERANCE = 1e-3  # nats of a summed answer log-probability, policy vs reference at step 0
@@ -43,7 +46,7 @@ def check_step_zero(trainer: Any, recipe: Recipe) -> dict[str, Any]:
     """The step-0 values (loss, rewards, log-probabilities); raises StepZeroFailure when a check fails."""
     import torch
 
-    p = recipe.preference
+    method, rule = method_of(recipe), RULES[recipe.preference.method]
     inputs = _first_batch(trainer)
     model = trainer.model
     was_training = model.training
@@ -52,16 +55,16 @@ def check_step_zero(trainer: Any, recipe: Recipe) -> dict[str, Any]:
         # Training runs the policy under the accelerator's autocast (the prepared model's forward) and TRL the
         # reference too; the model is prepared only when training starts, so the gate enters the autocast itself.
         with torch.no_grad(), trainer.compute_loss_context_manager(), trainer.accelerator.autocast():
-            if p.method in ("dpo", "kto"):
+            if method.logged_loss:
                 values = _logged_loss(trainer, model, inputs)
             else:
                 loss, metrics = trainer.get_batch_loss_metrics(model, inputs, train_eval="train")
                 values = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
-            if p.method == "dpo":
-                values.update(_dpo_rows(trainer, model, inputs))
+            if rule.per_row is not None:
+                values.update(rule.per_row(trainer, model, inputs))
     finally:
         model.train(was_training)
-    values["rows"] = int(inputs["completion_mask"].shape[0] // 2 if p.method == "dpo" else _rows(inputs))
+    values["rows"] = int(rule.rows(inputs))
     problems = _problems(values, recipe, inputs)
     say(_line(values, recipe, problems))
     if problems:
@@ -78,6 +81,7 @@ def _first_batch(trainer: Any) -> dict[str, Any]:
 
 
 def _rows(inputs: dict[str, Any]) -> int:
+    """Rows of a batch that holds each row once."""
     for key in ("label", "chosen_input_ids", "completion_input_ids", "input_ids"):
         if key in inputs:
             return len(inputs[key])
@@ -121,31 +125,40 @@ def _dpo_rows(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, Any
 
 
 def _problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) -> list[str]:
-    p = recipe.preference
     problems = [
         f"{k} is {v}, not a finite number" for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)
     ]
     for key in ("logps/chosen", "logps/rejected"):
         if key in values and values[key] >= 0:
             problems.append(f"{key} is {values[key]:.4g}: an answer without trained tokens (all masked or truncated)")
-    if p.method == "dpo":
-        problems += _dpo_problems(values, recipe)
-    elif p.method == "kto" and not (p.reference == "base" and recipe.model.from_run is not None):
-        labels = inputs["label"].float()
-        weights = labels * p.desirable_weight + (1 - labels) * p.undesirable_weight
-        expected = 0.5 * float(weights.mean())
-        bound = 0.25 * p.beta * LOGP_TOLERANCE * max(p.desirable_weight, p.undesirable_weight) + 1e-6
-        if abs(values["loss"] - expected) > bound:
-            problems.append(
-                f"KTO loss {values['loss']:.6f} is not {expected:.6f} (half the weighted rows), so the"
-                " reference is not the starting policy"
-            )
-    elif p.method in ("orpo", "simpo") and values.get("logps/chosen") == values.get("logps/rejected"):
-        problems.append("chosen and rejected answers score the same log-probability: the pairs are not compared")
-    return problems
+    return problems + RULES[recipe.preference.method].problems(values, recipe, inputs)
 
 
-def _dpo_problems(values: dict[str, Any], recipe: Recipe) -> list[str]:
+def _kto_problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) -> list[str]:
+    """KTO from a reference equal to the policy: the loss is half the weighted mean of the rows' weights."""
+    p = recipe.preference
+    if p.reference == "base" and recipe.model.from_run is not None:
+        return []  # the SFT policy against the base: a gap is what was asked for
+    labels = inputs["label"].float()
+    weights = labels * p.desirable_weight + (1 - labels) * p.undesirable_weight
+    expected = 0.5 * float(weights.mean())
+    bound = 0.25 * p.beta * LOGP_TOLERANCE * max(p.desirable_weight, p.undesirable_weight) + 1e-6
+    if abs(values["loss"] - expected) > bound:
+        return [
+            f"KTO loss {values['loss']:.6f} is not {expected:.6f} (half the weighted rows), so the"
+            " reference is not the starting policy"
+        ]
+    return []
+
+
+def _unreferenced_problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) -> list[str]:
+    """ORPO and SimPO: no starting value, but chosen and rejected must be told apart."""
+    if values.get("logps/chosen") == values.get("logps/rejected"):
+        return ["chosen and rejected answers score the same log-probability: the pairs are not compared"]
+    return []
+
+
+def _dpo_problems(values: dict[str, Any], recipe: Recipe, inputs: dict[str, Any]) -> list[str]:
     p = recipe.preference
     problems = []
     if values["_pairs_equal"]:
@@ -188,7 +201,25 @@ def _line(values: dict[str, Any], recipe: Recipe, problems: list[str]) -> str:
         "max_abs_policy_minus_reference_logp",
     ]
     parts = [f"{k} {values[k]:.6g}" for k in shown if k in values]
-    if recipe.preference.method == "dpo" and recipe.preference.loss_type == ["sigmoid"]:
+    if getattr(recipe.preference, "loss_type", None) == ["sigmoid"]:
         parts[0] += f" (ln 2 = {math.log(2):.6f})"
     verdict = "FAILED" if problems else "ok"
     return f"step 0    {recipe.preference.method} on {values['rows']} rows: {', '.join(parts)}: {verdict}"
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """What the gate reads and checks for one method (preference/methods.py names the methods)."""
+
+    rows: Callable[[dict[str, Any]], int]  # pairs (or rows) in the first batch
+    problems: Callable[[dict[str, Any], Recipe, dict[str, Any]], list[str]]
+    per_row: Callable[[Any, Any, dict[str, Any]], dict[str, Any]] | None = None  # policy vs reference, row by row
+
+
+RULES = {
+    # DPO's batch holds the chosen answers, then the rejected ones: two rows a pair.
+    "dpo": GateRule(lambda inputs: inputs["completion_mask"].shape[0] // 2, _dpo_problems, _dpo_rows),
+    "kto": GateRule(_rows, _kto_problems),
+    "orpo": GateRule(_rows, _unreferenced_problems),
+    "simpo": GateRule(_rows, _unreferenced_problems),
+}

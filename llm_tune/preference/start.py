@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llm_tune.console import say
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
@@ -20,8 +19,6 @@ def from_run_problems(recipe: Recipe) -> list[str]:
     source = recipe.model.from_run
     if source is None:
         return []
-    if recipe.task != "preference":
-        return [f"model.from_run: starts a preference run from an SFT run; this recipe's task is {recipe.task}"]
     run = RunFolder(Path(source))
     if not run.is_run():
         return [f"model.from_run: {source} is not a run folder (no {run.recipe_file.name}); give a finished SFT run"]
@@ -29,7 +26,7 @@ def from_run_problems(recipe: Recipe) -> list[str]:
         trained = run.read_recipe()
     except UserError as exc:
         return [f"model.from_run: {source}: its recipe does not load ({exc.problems[0]})"]
-    if trained.task == "classification":
+    if trained.is_classification:
         return [f"model.from_run: {source} is a classification run; start from an SFT (or preference) run"]
     if not run.weights(trained).is_dir():
         return [f"model.from_run: {source} has no {run.weights(trained).name}/ folder; did its training finish?"]
@@ -51,41 +48,51 @@ def _same_path(a: str, b: str) -> bool:
     return a == b or Path(a).resolve() == Path(b).resolve()
 
 
+def resolved_start(recipe: Recipe) -> tuple[Recipe, list[str]]:
+    """The recipe as the run really starts, and what the console should hear about it: from an adapter run, that
+    run's strategy (its adapter continues, with its own settings); from a full run, its saved model as
+    model.name_or_path (exports merge into it, and TRL's reference loads it). A new recipe: the user's is kept."""
+    if recipe.model.from_run is None:
+        return recipe, []
+    run = RunFolder(Path(recipe.model.from_run))
+    trained = run.read_recipe()
+    weights = run.weights(trained)
+    if trained.adapter:
+        if recipe.strategy == trained.strategy:
+            return recipe, []
+        return recipe.model_copy(update={"strategy": trained.strategy}), [
+            f"strategy  continuing the adapter of {run.root} (strategy {trained.strategy.kind}, its own settings);"
+            " the recipe's strategy section is replaced by the run's"
+        ]
+    if _same_path(recipe.model.name_or_path, str(weights)):
+        return recipe, []  # resolved already (a resumed run's saved recipe)
+    model = recipe.model.model_copy(update={"name_or_path": str(weights)})
+    return recipe.model_copy(update={"model": model}), [
+        f"model     starting from {weights} (the full model {run.root} trained)"
+    ]
+
+
 def starting_model(recipe: Recipe, tokenizer: Any) -> Any:
-    """The model a preference run trains, before TRL wraps it; the recipe records what the run really is."""
+    """The model a preference run trains, before TRL wraps it, from the resolved recipe (resolved_start)."""
     from transformers import set_seed
 
     from llm_tune.model.loading import load_model
     from llm_tune.model.strategies import apply_strategy
 
     set_seed(recipe.training.seed)  # fresh adapter weights: the same in every run and on every rank
-    if recipe.model.from_run is None:
-        model = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
-        return apply_strategy(
-            model, recipe.strategy, classifier=False, gradient_checkpointing=recipe.training.gradient_checkpointing
-        )
-    run = RunFolder(Path(recipe.model.from_run))
-    trained = run.read_recipe()
-    weights = run.weights(trained)
-    if trained.adapter:
-        from peft import PeftModel
+    base = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
+    if recipe.model.from_run is not None and recipe.adapter:
+        run = RunFolder(Path(recipe.model.from_run))
+        trained = run.read_recipe()
+        if trained.adapter:
+            from peft import PeftModel
 
-        if recipe.strategy != trained.strategy:
-            say(
-                f"strategy  continuing the adapter of {run.root} (strategy {trained.strategy.kind}, its own settings);"
-                " the recipe's strategy section is replaced by the run's"
-            )
-            recipe.strategy = trained.strategy
-        base = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
-        model = PeftModel.from_pretrained(base, str(weights), is_trainable=True)
-        if recipe.training.gradient_checkpointing:
-            model.enable_input_require_grads()
-        return model
-    say(f"model     starting from {weights} (the full model {run.root} trained)")
-    recipe.model.name_or_path = str(weights)  # exports merge into, and TRL's reference loads, the SFT model
-    model = load_model(recipe.model, tokenizer, four_bit=recipe.four_bit)
+            model = PeftModel.from_pretrained(base, str(run.weights(trained)), is_trainable=True)
+            if recipe.training.gradient_checkpointing:
+                model.enable_input_require_grads()
+            return model
     return apply_strategy(
-        model, recipe.strategy, classifier=False, gradient_checkpointing=recipe.training.gradient_checkpointing
+        base, recipe.strategy, classifier=False, gradient_checkpointing=recipe.training.gradient_checkpointing
     )
 
 

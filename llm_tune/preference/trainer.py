@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 from llm_tune.console import say
+from llm_tune.recipe.methods import method_of
 from llm_tune.recipe.preference import DpoConfig, KtoConfig, OrpoConfig, SimpoConfig
 from llm_tune.recipe.schema import Recipe
 from llm_tune.run_folder import RunFolder
@@ -18,6 +19,10 @@ def preference_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
     """TRL's config for the method: the shared arguments, the data's max_length and the method's keys."""
     p = recipe.preference
     common = dict(arguments, max_length=recipe.data.max_length, beta=p.beta)
+    if method_of(recipe).sequential:
+        # KTO's KL term pairs each row with its neighbours in a fixed-order batch: TRL requires sequential order
+        # (the rows were shuffled once, seeded, when they were loaded).
+        common["train_sampling_strategy"] = "sequential"
     if isinstance(p, DpoConfig):
         from trl import DPOConfig
 
@@ -30,9 +35,6 @@ def preference_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
     if isinstance(p, KtoConfig):
         from trl import KTOConfig
 
-        # KTO's KL term pairs each row with its neighbours in a fixed-order batch: TRL requires sequential order
-        # (the rows were shuffled once, seeded, when they were loaded).
-        common["train_sampling_strategy"] = "sequential"
         return KTOConfig(
             **common,
             desirable_weight=p.desirable_weight,
@@ -51,39 +53,6 @@ def preference_config(recipe: Recipe, arguments: dict[str, Any]) -> Any:
     return CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=p.simpo_gamma)
 
 
-def trainer_class(recipe: Recipe) -> type:
-    """TRL's trainer for the method, saving only the trained adapter (not TRL's frozen `ref` copy)."""
-    method = recipe.preference.method
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if method == "dpo":
-            from trl import DPOTrainer as base
-        elif method == "kto":
-            from trl import KTOTrainer as base
-        elif method == "orpo":
-            from trl.experimental.orpo import ORPOTrainer as base
-        else:
-            from trl.experimental.cpo import CPOTrainer as base
-    return type(f"{base.__name__}", (TrainedAdapterOnly, base), {})
-
-
-class TrainedAdapterOnly:
-    """Saves (checkpoints and the run's weights) hold the trained `default` adapter only: TRL's frozen `ref` copy
-    is rebuilt from the starting adapter whenever the trainer is made, and an adapter folder with a second adapter
-    in it is not what exports and `from_pretrained` expect."""
-
-    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        if "ref" not in getattr(model, "peft_config", {}):
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        model.save_pretrained(output_dir, selected_adapters=["default"])
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        return None
-
-
 def build_preference_trainer(
     recipe: Recipe, model: Any, tokenizer: Any, splits: Any, run: RunFolder, ordered: bool = False
 ) -> Any:
@@ -93,19 +62,20 @@ def build_preference_trainer(
     from llm_tune.train.monitor import watch_callbacks
     from llm_tune.train.trainer import trainer_arguments
 
+    method = method_of(recipe)
     arguments = trainer_arguments(recipe, run, splits.validation is not None)
     if ordered:
         arguments["train_sampling_strategy"] = "sequential"
-    elif arguments["train_sampling_strategy"] == "group_by_length" and recipe.preference.method != "kto":
+    elif arguments["train_sampling_strategy"] == "group_by_length" and not method.sequential:
         # Preference rows keep prompt and answers in separate columns, which the length-grouped sampler cannot
         # measure: a plain seeded shuffle.
         arguments["train_sampling_strategy"] = "random"
         say("training.group_by_length: preference rows are shuffled plainly (seeded), not grouped by length")
-    if recipe.preference.method != "dpo":
+    if not method.counts_tokens:
         arguments["include_num_input_tokens_seen"] = "no"  # these trainers' batches carry no input_ids to count
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
-    trainer = trainer_class(recipe)(
+    trainer = import_class(method.trainer)(
         model=model,
         args=preference_config(recipe, arguments),
         train_dataset=splits.train,
@@ -117,3 +87,14 @@ def build_preference_trainer(
     for callback in watch_callbacks(recipe.training):
         trainer.add_callback(callback)
     return trainer
+
+
+def import_class(path: str) -> type:
+    """TRL's class at "module:Class" (trl.experimental warns on import that its API may change: said once here)."""
+    import importlib
+    import warnings
+
+    module, name = path.split(":")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]

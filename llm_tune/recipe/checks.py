@@ -11,6 +11,7 @@ from pathlib import Path
 from llm_tune.errors import UserError
 from llm_tune.extras import installed, missing
 from llm_tune.recipe.data import DataConfig
+from llm_tune.recipe.kinds import unhonoured_keys
 from llm_tune.recipe.schema import FrozenStrategy, LoraStrategy, ModelConfig, Recipe
 from llm_tune.recipe.sources import DATA_LOADERS, DEFAULT_MODEL_FOLDER, ModelSource
 from llm_tune.recipe.target_checks import target_problems
@@ -44,6 +45,11 @@ def check_recipe(recipe: Recipe) -> list[str]:
             f"strategy.trainable_layers: {strategy.trainable_layers}, but the model has {layers} blocks;"
             f" choose 1 to {layers}"
         )
+    if getattr(recipe.preference, "reference", "start") == "base" and recipe.model.from_run is None:
+        problems.append(
+            "preference.reference: base differs from start only when the run starts from another run"
+            " (model.from_run); without it the start is the base: remove it"
+        )
     if (recipe.task == "preference") != (data.format == "preference"):
         problems.append(
             f"data.format: {data.format} with task {recipe.task}; task preference and data.format"
@@ -59,8 +65,6 @@ def check_recipe(recipe: Recipe) -> list[str]:
             problems.append(
                 "export.dtype: applies to export.format safetensors; a GGUF's weights take export.gguf_type"
             )
-    if training.packing and recipe.sequence_head:
-        problems.append("training.packing: a sequence-classification head scores whole rows; set packing: false")
     if training.packing and data.mixed:
         problems.append(
             "training.packing: packs rows of every source into shared sequences, so a mixture's shares (data.train as"
@@ -76,6 +80,7 @@ def check_recipe(recipe: Recipe) -> list[str]:
                 "strategy.trainable_layers: 0 with no strategy.trainable_modules trains nothing; a linear probe needs"
                 " a classification head (classification.head: sequence) or modules to train (e.g. [lm_head])"
             )
+    problems += unhonoured_keys(recipe)  # a key this kind of run would ignore (recipe/kinds.py)
     return problems + _evaluation_problems(recipe) + _streaming_problems(recipe) + target_problems(recipe)
 
 

@@ -132,6 +132,11 @@ class DataConfig(Section):
         return self.format in ("classification", "multi_label", "regression")
 
     @property
+    def assistant_only(self) -> bool:
+        """Chat rows train on the assistant turns only: the chat template needs {% generation %} markers."""
+        return self.format == "chat" and not self.train_on_prompt
+
+    @property
     def train_sources(self) -> list[DataSource]:
         return _as_sources(self.train)
 
@@ -160,6 +165,12 @@ class DataConfig(Section):
         for key, value in (("train", self.train), ("validation", self.validation)):
             if isinstance(value, list):
                 _check_names(key, value)
+        if len(self.train_sources) == 1 and (self.train_sources[0].weight != 1.0 or self.mix_by != "rows"):
+            given = "a weight" if self.train_sources[0].weight != 1.0 else f"mix_by {self.mix_by}"
+            raise ValueError(
+                f"train: {given} with one source does nothing (weights share an epoch between several sources);"
+                " list two or more sources, or drop it"
+            )
         weighted = [s.label for s in self.validation_sources if s.weight != 1.0]
         if isinstance(self.validation, list) and weighted:
             raise ValueError(

@@ -17,8 +17,9 @@ from llm_tune.recipe.section import Section
 
 
 def key_lines(section: str | None = None) -> list[str]:
-    """One line per key: `path  type  default  description`, for one top-level section or all of them."""
-    rows = [row for row in _rows(Recipe, "") if section is None or row[0].split(".")[0] == section]
+    """One line per key: `path  type  default  description`, for one top-level section or all of them; a key that
+    only some kinds of run (data formats) honour says which, and is refused in the others (recipe/kinds.py)."""
+    rows = [_with_kinds(row) for row in _rows(Recipe, "") if section is None or row[0].split(".")[0] == section]
     if not rows:
         known = ", ".join(Recipe.model_fields)
         raise UserError(f"keys: no section {section!r}; sections: {known}")
@@ -42,6 +43,18 @@ def _rows(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, st
         if item is not None:  # a list of sections (data.train's sources): each item's keys
             rows += _rows(item, f"{path}[].")
     return rows
+
+
+def _with_kinds(row: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+    from llm_tune.recipe.kinds import FORMAT_KEYS, HONOURED
+
+    path, kind, default, text = row
+    rule = HONOURED.get(path) or next((r for k, r in HONOURED.items() if path.startswith(k + ".")), None)
+    if rule is not None:
+        text = f"{text} (runs: {', '.join(rule.kinds)})"
+    if path in FORMAT_KEYS:
+        text = f"{text} (data.format: {', '.join(FORMAT_KEYS[path])})"
+    return path, kind, default, text
 
 
 def _list_item_section(annotation: Any) -> type[Section] | None:

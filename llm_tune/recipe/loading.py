@@ -52,8 +52,10 @@ def recipe_from(data: dict[str, Any], path: Path, overrides: Sequence[str], wher
         raise UserError(*(f"{where}: {_describe(err)}" for err in exc.errors())) from None
 
 
-def resolved_yaml(recipe: Recipe) -> str:
-    return str(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+def resolved_yaml(recipe: Recipe, kind: str | None = None) -> str:
+    """The recipe as YAML; with `kind`, a first comment line naming the kind of run (validate prints it)."""
+    head = f"# a {kind} run: `llm_tune keys` says which keys each kind honours\n" if kind else ""
+    return head + str(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 class _DuplicateKey(Exception):

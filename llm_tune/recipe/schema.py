@@ -127,7 +127,10 @@ class ClassificationConfig(Section):
         " scored by its log-likelihood",
     )
     labels: list[str] | None = Field(
-        None, description="the label set; null: discovered from the training file, sorted (regression: none)"
+        None,
+        description="the label set; null: a ClassLabel column's names, else discovered from the training file, sorted"
+        " (integers by value). Integer labels in the rows are label names when the set has them, else indices into"
+        " it; true/false read as 'true'/'false' (regression: none)",
     )
     init_head_from_labels: bool = Field(
         True,
@@ -285,6 +288,11 @@ class ExportConfig(Section):
     )
     license: str | None = Field(None, description="model card license; null: the base model card's, else other")
 
+    @property
+    def gguf(self) -> bool:
+        """One GGUF file of the merged model, rather than a transformers folder."""
+        return self.format == "gguf"
+
 
 class Recipe(Section):
     model: ModelConfig = Field(description="the base model")
@@ -303,6 +311,11 @@ class Recipe(Section):
     def is_classification(self) -> bool:
         """The run trains a classifier (scored by label probabilities), not a text generator."""
         return self.task == "classification"
+
+    @property
+    def is_preference(self) -> bool:
+        """The run tunes a policy on preference data (recipe/methods.py: the method's record)."""
+        return self.task == "preference"
 
     @property
     def reads_labels(self) -> bool:

@@ -23,29 +23,14 @@ def target_problems(recipe: Recipe) -> list[str]:
         problems.append(
             "classification.class_weights: weigh whole rows; packed rows mix labels, set training.packing: false"
         )
-    if c.class_weights is not None and data.format != "classification":
-        problems.append(
-            f"classification.class_weights: weights single-label rows; data.format {data.format} has none"
-            " (remove class_weights)"
-        )
     if isinstance(c.class_weights, dict):
         bad = {label: w for label, w in c.class_weights.items() if not w > 0}
         if bad:
             problems.append(f"classification.class_weights: weights must be positive, got {bad}")
     if c.thresholds is not None:
-        if data.format != "multi_label":
-            problems.append(f"classification.thresholds: apply to data.format multi_label, not {data.format}")
         bad = {label: t for label, t in c.thresholds.items() if not 0.0 < t < 1.0}
         if bad:
             problems.append(f"classification.thresholds: each must lie between 0 and 1, got {bad}")
-    if data.format != "regression" and (c.normalize_targets or c.target_mean is not None or c.target_std is not None):
-        problems.append(f"classification.normalize_targets: applies to data.format regression, not {data.format}")
-    for key in ("calibrate", "temperature"):
-        if getattr(c, key) not in (None, False) and data.format != "classification":
-            problems.append(
-                f"classification.{key}: scales single-label probabilities; data.format {data.format} has"
-                " none (remove it)"
-            )
     if c.calibrate and data.validation is None and data.validation_fraction is None:
         problems.append(
             "classification.calibrate: fits on validation rows; set data.validation or data.validation_fraction"

@@ -14,7 +14,8 @@ from llm_tune.recipe.schema import Recipe
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes")
 
 
-def environment(recipe: Recipe) -> dict[str, Any]:
+def environment(recipe: Recipe, kind: str) -> dict[str, Any]:
+    """What the run ran on and as (`kind`: the task's description), for environment.json and the report."""
     from llm_tune.model.precision import mixed_precision, weights_dtype_name
     from llm_tune.ranks import world_size
 
@@ -33,6 +34,7 @@ def environment(recipe: Recipe) -> dict[str, Any]:
         "versions": versions,
         "device": _device(),
         "processes": world_size(),
+        "run": kind,
         "dtype": dtype,
         "platform": platform.platform(),
     }

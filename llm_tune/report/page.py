@@ -140,7 +140,7 @@ def _data_uri(png: bytes) -> str:
 
 def _summary(run: RunData) -> dict[str, str]:
     recipe, metrics = run.recipe, run.metrics
-    task = recipe.task if recipe.task == "sft" else f"classification ({recipe.classification.head} head)"
+    task = (run.environment or {}).get("run") or recipe.task  # the task's own description (older runs: the task key)
     trainable = metrics.get("trainable_params")
     total = metrics.get("total_params")
     return {

@@ -10,7 +10,7 @@ from typing import Any
 from llm_tune.console import is_main_process, say
 from llm_tune.errors import UserError
 from llm_tune.recipe.schema import Recipe
-from llm_tune.run_folder import COMPLETE, checkpoint_folders, is_complete, latest_complete, write_json
+from llm_tune.run_folder import COMPLETE, RunFolder, checkpoint_folders, is_complete, latest_complete, write_json
 
 
 def mark_complete(folder: Path, step: int) -> None:
@@ -72,26 +72,63 @@ def completion_marker() -> Any:
     return CompletionMarker()
 
 
-# Keys a resumed run may change: they decide what is logged, saved or evaluated, not what is trained.
+# Keys a resumed run may change: they decide what is logged, saved or evaluated, or are fitted after training (a
+# finished run's recipe records them), not what is trained.
 RESUMABLE_CHANGES = (
     "training.resume", "training.logging_steps", "training.progress_every_s", "training.save_steps", "training.save_total_limit",
     "training.report_to", "training.eval_steps", "training.per_device_eval_batch_size", "output_dir", "export",
+    "classification.temperature", "classification.thresholds",
+    "data.skip_bad_rows",  # bad rows never train: skipping them on resume trains what the run would have
 )  # fmt: skip
+# The batch's layout may change while the global batch (per device x accumulation x processes) stays: the training
+# order is a function of (seed, epoch, global batch), train/order.py.
+LAYOUT = ("training.per_device_train_batch_size", "training.gradient_accumulation_steps")
 
 
-def check_resumable(saved: Recipe, recipe: Recipe) -> None:
-    """Refuse to resume with a recipe that would train differently from the one the checkpoints come from."""
+def check_resumable(out: RunFolder, recipe: Recipe) -> None:
+    """Refuse to resume with a recipe, or a process count, that would train differently from the run the
+    checkpoints come from."""
+    from llm_tune.ranks import world_size
     from llm_tune.recipe.diff import differences
 
-    changed = {
-        key: values for key, values in differences(saved, recipe).items() if not key.startswith(RESUMABLE_CHANGES)
-    }
-    if changed:
+    saved = out.read_recipe()
+    processes = _saved_processes(out)
+    allowed = RESUMABLE_CHANGES + (LAYOUT if processes is not None else ())
+    changed = {key: values for key, values in differences(saved, recipe).items() if not key.startswith(allowed)}
+    problems = [
+        f"training.resume: {key} was {old!r} in the checkpointed run, now {new!r}"
+        for key, (old, new) in changed.items()
+    ]
+    if processes is not None:
+        before, now = _global_batch(saved, processes), _global_batch(recipe, world_size())
+        if before[0] != now[0]:
+            problems.append(
+                f"training.resume: the global batch was {before[0]} ({before[1]}) in the checkpointed run, now {now[0]}"
+                f" ({now[1]}): another order, and rows skipped that were never trained; keep per-device batch x"
+                " accumulation x processes the same"
+            )
+    if problems:
         raise UserError(
-            *(
-                f"training.resume: {key} was {old!r} in the checkpointed run, now {new!r}"
-                for key, (old, new) in changed.items()
-            ),
+            *problems,
             "training.resume: resuming would not continue the same training; restore those keys, or start a new run"
             " (drop training.resume, or choose another output_dir)",
         )
+
+
+def _saved_processes(out: RunFolder) -> int | None:
+    """The process count the checkpointed run trained with (its environment.json), None when unknown."""
+    import json
+
+    try:
+        return int(json.loads(out.environment.read_text(encoding="utf-8"))["processes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _global_batch(recipe: Recipe, processes: int) -> tuple[int, str]:
+    t = recipe.training
+    size = t.per_device_train_batch_size * t.gradient_accumulation_steps * processes
+    return (
+        size,
+        f"{t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation x {processes} processes",
+    )

@@ -14,6 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from llm_tune.console import say
+from llm_tune.errors import UserError
 from llm_tune.model.strategies import transformer_blocks
 
 
@@ -64,12 +65,15 @@ def describe(model: Any, groups: list[dict]) -> str:
 
 
 class LayerwiseRates:
-    """A trainer mixin: the optimizer gets one group per block at its decayed rate (`layerwise_lr_decay`, set on
-    the trainer by build_trainer)."""
+    """A trainer mixin: with `layerwise_lr_decay`, the optimizer gets one group per block at its decayed rate."""
 
-    layerwise_lr_decay: float
+    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, **kwargs: Any) -> None:
+        self.layerwise_lr_decay = layerwise_lr_decay
+        super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: Any = None) -> Any:
+        if self.layerwise_lr_decay is None:
+            return super().create_optimizer(model)
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
@@ -90,9 +94,24 @@ def unfrozen_blocks(step: int, trainable_layers: int, every: int, blocks: int) -
 
 
 class GradualUnfreezing:
-    """A trainer mixin: the optimizer is built over every block, not only those that train at step 0."""
+    """A trainer mixin: with `unfreeze_every_steps`, the optimizer is built over every block, not only those that
+    train at step 0, and a callback unfreezes the next block down every N steps."""
+
+    def __init__(self, *args: Any, unfreeze: tuple[int, int] | None = None, **kwargs: Any) -> None:
+        """`unfreeze`: (strategy.trainable_layers, strategy.unfreeze_every_steps), or None."""
+        self.unfreeze = unfreeze
+        super().__init__(*args, **kwargs)
+        if unfreeze is not None:
+            if self.args.world_size > 1:
+                raise UserError(
+                    "strategy.unfreeze_every_steps: gradual unfreezing changes which weights train during the run,"
+                    " which distributed data parallel cannot follow; train it in one process"
+                )
+            self.add_callback(UnfreezeOnSchedule(self.model, *unfreeze))
 
     def create_optimizer(self, model: Any = None) -> Any:
+        if self.unfreeze is None:
+            return super().create_optimizer(model)
         blocks = transformer_blocks(self.model if model is None else model)
         frozen = [p for block in blocks for p in block.parameters() if not p.requires_grad]
         for param in frozen:

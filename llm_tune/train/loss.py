@@ -52,13 +52,20 @@ def label_only_loss(
 
 
 class LabelOnlyLoss:
-    """A mixin over TRL's SFTTrainer that replaces its compute_loss with `label_only_loss`, keeping what the
-    trainer logs (loss, mean token accuracy) and how the loss is normalized across accumulation steps and ranks."""
+    """A mixin over TRL's SFTTrainer that, with `label_only`, replaces its compute_loss with `label_only_loss`,
+    keeping what the trainer logs (loss, mean token accuracy) and how the loss is normalized across accumulation
+    steps and ranks. `token_weight` ([vocab]): class weights by first answer token (label_only is then on)."""
+
+    def __init__(self, *args: Any, label_only: bool = False, token_weight: Any = None, **kwargs: Any) -> None:
+        self.label_only, self.token_weight = label_only or token_weight is not None, token_weight
+        super().__init__(*args, **kwargs)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ):
-        loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch, getattr(self, "token_weight", None))
+        if not self.label_only:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        loss, outputs, correct = label_only_loss(model, inputs, num_items_in_batch, self.token_weight)
         # As in Trainer.compute_loss: num_items_in_batch counts every rank's tokens, and DDP averages gradients.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes

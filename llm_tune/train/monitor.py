@@ -18,55 +18,39 @@ OVERFIT_EVALUATIONS = 3
 
 @dataclass
 class LabelRows:
-    """The validation rows a classifier is scored on during training: rendered prompts and true label ids."""
+    """The validation rows a classifier is scored on during training: rendered prompts and their targets (the
+    `label` column: labels, label lists or scores)."""
 
+    recipe: Recipe
     prompts: list[Any]
-    truth: list[Any]  # label ids; the rows' label lists (multi_label) or scores (regression)
-    labels: list[str]
-    head: str
+    truth: list[Any]
     batch_size: int
-    max_length: int
-    autocast: bool
-    recipe: Recipe | None = None  # multi_label and regression runs: scored by classification/target_scoring.py
     sources: list[int] | None = None  # validation from a list of sources: each row's source index
     source_names: list[str] | None = None
 
 
 class ClassifierEvaluation:
-    """A mixin over Trainer / SFTTrainer for classification runs: `evaluate` scores the label probabilities of the
-    validation rows (one pass; accuracy, macro-F1 and their cross-entropy as eval_loss) in place of the token-loss
-    loop, so that the best checkpoint and early stopping can follow accuracy as well as loss."""
+    """A mixin over Trainer / SFTTrainer for classification runs: `evaluate` scores the validation rows as `eval`
+    does (one pass; accuracy, macro-F1 or the problem's metrics, and their loss as eval_loss) in place of the
+    token-loss loop, so that the best checkpoint and early stopping can follow accuracy as well as loss. Without
+    `label_rows` it is transformers' evaluate."""
 
-    label_rows: LabelRows
+    def __init__(self, *args: Any, label_rows: LabelRows | None = None, **kwargs: Any) -> None:
+        self.label_rows = label_rows
+        super().__init__(*args, **kwargs)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
-        from llm_tune.classification.heads import label_probabilities
-        from llm_tune.classification.scoring import classification_metrics
+        if self.label_rows is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # type: ignore[misc]
+        from llm_tune.classification.problems import problem_of
 
         rows, started = self.label_rows, time.perf_counter()
-        if rows.recipe is not None:
-            from llm_tune.classification.target_scoring import head_outputs, target_metrics
-
-            outputs = head_outputs(rows.recipe, self.model, self.processing_class, rows.prompts, rows.batch_size)
-            recipe = rows.recipe
-            scores = target_metrics(recipe, outputs, rows.truth)
-            scores.setdefault("accuracy", scores.get("subset_accuracy"))  # multi_label: the whole set right
-            by_source = _source_losses(rows, lambda i: target_metrics(recipe, outputs[i], [rows.truth[j] for j in i]))
-        else:
-            probs = label_probabilities(
-                self.model,
-                self.processing_class,
-                rows.prompts,
-                rows.labels,
-                rows.head,
-                rows.batch_size,
-                rows.max_length,
-                rows.autocast,
-            )
-            scores = classification_metrics(probs, rows.truth, rows.labels)
-            by_source = _source_losses(
-                rows, lambda i: classification_metrics(probs[i], [rows.truth[j] for j in i], rows.labels)
-            )
+        problem = problem_of(rows.recipe)
+        c = rows.recipe.classification.model_copy(update={"temperature": None})  # the model's own probabilities
+        outputs, _ = problem.raw_outputs(rows.recipe, self.model, self.processing_class, rows.prompts, rows.batch_size)
+        scores = problem.metrics(c, outputs, rows.truth)
+        scores.setdefault("accuracy", scores.get("subset_accuracy"))  # multi_label: the whole set right
+        by_source = _source_losses(rows, lambda i: problem.metrics(c, outputs[i], [rows.truth[j] for j in i]))
         seconds = time.perf_counter() - started
         summary = ("loss", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
         metrics = {
@@ -94,19 +78,12 @@ def _source_losses(rows: LabelRows, score: Any) -> dict[str, float]:
 
 def label_rows(recipe: Recipe, validation: Any, source_names: list[str] | None = None) -> LabelRows:
     from llm_tune.data.mixture import SOURCE
-    from llm_tune.model.precision import mixed_precision
 
-    labels = recipe.classification.labels
-    targets = recipe.data.format != "classification"
     return LabelRows(
-        recipe=recipe if targets else None,
+        recipe=recipe,
         prompts=validation["prompt"],
-        truth=list(validation["label"]) if targets else [labels.index(label) for label in validation["label"]],
-        labels=labels,
-        head=recipe.classification.head,
+        truth=list(validation["label"]),
         batch_size=recipe.training.per_device_eval_batch_size,
-        max_length=recipe.data.max_length,
-        autocast=mixed_precision(recipe.model),
         sources=list(validation[SOURCE]) if source_names else None,
         source_names=source_names,
     )

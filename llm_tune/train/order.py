@@ -78,9 +78,11 @@ def row_lengths(dataset: Any, column: str = "input_ids") -> list[int]:
 
 class ExactOrder:
     """A trainer mixin: length grouping by LengthGroupedOrder, a mixture of sources by MixedOrder (`mixture`: the
-    sources' shares, set by train/trainer.py); every other strategy is transformers' own."""
+    sources' shares of an epoch); every other strategy is transformers' own."""
 
-    mixture: list[SourceShare] | None = None
+    def __init__(self, *args: Any, mixture: list[SourceShare] | None = None, **kwargs: Any) -> None:
+        self.mixture = mixture
+        super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = self.train_dataset if train_dataset is None else train_dataset

@@ -88,7 +88,7 @@ def use_progress(trainer: Any, every_s: float) -> None:
     trainer.add_callback(TrainingProgress() if on_terminal() else PlainProgress(every_s))
 
 
-def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: int) -> None:
+def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: int, kind: str) -> None:
     """The lines that open a run: model and device, strategy, data, schedule."""
     from llm_tune.model.loading import idle_cores_warning
     from llm_tune.model.precision import describe_device
@@ -99,7 +99,6 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
     counted = "input_ids" in trainer.train_dataset.column_names and not streamed
     tokens = f", {_token_count(trainer.train_dataset):,} tokens" if counted else ""
     validation = f", {len(splits.validation):,} validation" if splits.validation is not None else ""
-    head = f" ({recipe.classification.head} head)" if recipe.is_classification else ""
     world = trainer.args.world_size
     batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
     steps = trainer.args.max_steps if trainer.args.max_steps > 0 else None
@@ -113,7 +112,7 @@ def run_summary(recipe: Any, trainer: Any, splits: Any, trainable: int, total: i
         say(f"data      {data.train_label}: {data.format} rows streamed, shuffled {data.shuffle_buffer:,} at a time;"
             f" the first {len(splits.train):,} checked{validation}")  # fmt: skip
     else:
-        say(f"data      {len(splits.train):,} {data.format} rows{head}{tokens}{validation}")
+        say(f"data      {len(splits.train):,} {data.format} rows, {kind}{tokens}{validation}")
     say(
         f"training  {length}, batch {batch} ({t.per_device_train_batch_size} x {t.gradient_accumulation_steps} accumulation"
         f"{processes}), learning rate {t.learning_rate:g} {t.lr_scheduler_type}, into {recipe.output_dir}"
@@ -147,10 +146,9 @@ def run_ending(out: Any, metrics: dict[str, Any]) -> None:
     ]
     if metrics.get("best_step") is not None:
         scores.append(f"best checkpoint: step {metrics['best_step']}")
-    say(
-        f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s ({metrics['tokens_per_s']:.0f}"
-        f" tokens/s); {', '.join(scores)}"
-    )
+    rate = metrics.get("tokens_per_s")  # None: the trainer's batches carry no token count (KTO, ORPO, SimPO)
+    speed = f" ({rate:.0f} tokens/s)" if rate is not None else ""
+    say(f"done: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.1f} s{speed}; {', '.join(scores)}")
     if stream := metrics.get("streaming"):
         from llm_tune.data.stream import StreamCounts
 

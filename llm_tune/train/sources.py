@@ -14,10 +14,12 @@ from llm_tune.data.mixture import SOURCE
 
 class SourceEvaluation:
     """A trainer mixin: the evaluation loop over the validation set, source by source (`validation_sources`: the
-    names by SOURCE index, set by train/trainer.py). Other evaluation sets, and trainers that compute metrics
-    from predictions, are evaluated as transformers does."""
+    names by SOURCE index). Other evaluation sets, and trainers that compute metrics from predictions, are
+    evaluated as transformers does."""
 
-    validation_sources: list[str] | None = None
+    def __init__(self, *args: Any, validation_sources: list[str] | None = None, **kwargs: Any) -> None:
+        self.validation_sources = validation_sources
+        super().__init__(*args, **kwargs)
 
     def evaluation_loop(
         self,

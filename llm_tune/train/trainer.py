@@ -108,99 +108,67 @@ def build_trainer(
     splits: Splits,
     run: RunFolder,
     args: Any = None,
+    label_rows: Any = None,
 ) -> Trainer:
-    """The configured trainer; `args` from training_arguments (made here when not given)."""
-    from llm_tune.train.monitor import label_rows, watch_callbacks
+    """The configured trainer; `args` from training_arguments (made here when not given); `label_rows`: a
+    classifier's validation rows, scored as `eval` scores them (train/monitor.py)."""
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from llm_tune.train.monitor import watch_callbacks
+    from llm_tune.train.trainers import ClassifierTrainer, LanguageModelTrainer
 
     if args is None:
         args = training_arguments(recipe, run, splits.validation is not None)
     if recipe.training.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs)
+    every = getattr(recipe.strategy, "unfreeze_every_steps", None)
+    state: dict[str, Any] = dict(
+        label_rows=label_rows,
+        layerwise_lr_decay=recipe.training.layerwise_lr_decay,
+        unfreeze=(recipe.strategy.trainable_layers, every) if every is not None else None,
+    )
     if recipe.sequence_head:
-        trainer = _classifier_trainer(recipe, model, tokenizer, splits, args)
+        train, validation, loss = _classifier_datasets(recipe, tokenizer, splits)
+        state.update(_mixture(recipe, splits, train, validation))
+        trainer = ClassifierTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
+                                    processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                                    compute_loss_func=loss, **state)  # fmt: skip
     else:
-        train = (
-            _stream(recipe, tokenizer, args)
-            if recipe.data.streaming
-            else _tokenized(recipe, tokenizer, splits, "train")
-        )
+        streamed = recipe.data.streaming
+        train = _stream(recipe, tokenizer, args) if streamed else _tokenized(recipe, tokenizer, splits, "train")
         validation = _tokenized(recipe, tokenizer, splits, "validation")
-        trainer = trainer_class(recipe)(
-            model=model,
-            args=args,
-            train_dataset=train,
-            eval_dataset=validation,
-            processing_class=tokenizer,
-        )
-        if recipe.is_classification and recipe.classification.class_weights is not None:
-            trainer.token_weight = _answer_token_weight(recipe, tokenizer, trainer.train_dataset)
-    if recipe.is_classification and splits.validation is not None:
-        trainer.label_rows = label_rows(recipe, splits.validation, splits.source_names.get("validation"))
-    trainer.layerwise_lr_decay = recipe.training.layerwise_lr_decay
-    _mix(trainer, recipe, splits)
+        state.update(_mixture(recipe, splits, train, validation))
+        weighted = recipe.classification.class_weights is not None  # single-label classifiers only (tasks/keys.py)
+        # On a GPU, TRL's fused head already scores only the label positions.
+        trainer = LanguageModelTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
+                                       processing_class=tokenizer, label_only=not torch.cuda.is_available(),
+                                       token_weight=_answer_token_weight(recipe, tokenizer, train) if weighted else None,
+                                       **state)  # fmt: skip
     for callback in watch_callbacks(recipe.training):
         trainer.add_callback(callback)
-    every = getattr(recipe.strategy, "unfreeze_every_steps", None)
-    if every is not None:
-        from llm_tune.train.layers import UnfreezeOnSchedule
-
-        if trainer.args.world_size > 1:
-            raise UserError(
-                "strategy.unfreeze_every_steps: gradual unfreezing changes which weights train during the run, which"
-                " distributed data parallel cannot follow; train it in one process"
-            )
-        trainer.add_callback(UnfreezeOnSchedule(model, recipe.strategy.trainable_layers, every))
     return trainer
 
 
-def _mix(trainer: Any, recipe: Recipe, splits: Splits) -> None:
+def _mixture(recipe: Recipe, splits: Splits, train: Any, validation: Any) -> dict[str, Any]:
     """A list of sources: the training order draws each epoch's rows by the weights (train/order.py), and each
     validation source is also evaluated on its own (train/sources.py); the shares go into the run's notes."""
     from llm_tune.data.mixture import SOURCE, epoch_shares
 
-    names = splits.source_names
+    names, state = splits.source_names, {}
     if "train" in names:
-        data, dataset = recipe.data, trainer.train_dataset
+        data = recipe.data
         weights = [source.weight for source in data.train_sources]
-        lengths = [len(ids) for ids in dataset["input_ids"]]
-        trainer.mixture = epoch_shares(names["train"], weights, lengths, dataset[SOURCE], data.mix_by)
-        if empty := [i for i, share in enumerate(trainer.mixture) if share.rows == 0]:
+        lengths = [len(ids) for ids in train["input_ids"]]
+        mixture = epoch_shares(names["train"], weights, lengths, train[SOURCE], data.mix_by)
+        if empty := [i for i, share in enumerate(mixture) if share.rows == 0]:
             raise UserError(*(f"data.train[{i}] ({data.train_sources[i].path}): no row keeps a trained token after"
                               " truncation; raise data.max_length or drop the source" for i in empty))  # fmt: skip
-        splits.notes += [share.line(data.mix_by) for share in trainer.mixture]
-    if "validation" in names and trainer.eval_dataset is not None:
-        trainer.validation_sources = names["validation"]
-
-
-def trainer_class(recipe: Recipe) -> type:
-    """The trainer for the recipe: TRL's SFTTrainer or transformers' Trainer (a sequence head), with llm_tune's
-    mixins: the label-only loss on a CPU (train/loss.py), label scoring for classification (train/monitor.py)
-    layer-wise learning rates and gradual unfreezing (train/layers.py)."""
-    import torch
-    from transformers import Trainer
-    from trl import SFTTrainer
-
-    from llm_tune.train.layers import GradualUnfreezing, LayerwiseRates
-    from llm_tune.train.loss import LabelOnlyLoss
-    from llm_tune.train.monitor import ClassifierEvaluation
-    from llm_tune.train.order import ExactOrder
-    from llm_tune.train.sources import SourceEvaluation
-
-    # The training order a pure function of (seed, epoch, global batch); a validation mixture's losses by source.
-    mixins: list[type] = [ExactOrder, SourceEvaluation]
-    if recipe.is_classification:
-        mixins.append(ClassifierEvaluation)
-    if getattr(recipe.strategy, "unfreeze_every_steps", None) is not None:
-        mixins.append(GradualUnfreezing)  # before LayerwiseRates: it widens what that one groups
-    if recipe.training.layerwise_lr_decay is not None:
-        mixins.append(LayerwiseRates)
-    if recipe.sequence_head:
-        return type("ClassifierTrainer", (*mixins, Trainer), {})
-    weighted = recipe.task == "classification" and recipe.classification.class_weights is not None
-    if weighted or not torch.cuda.is_available():  # on a GPU, TRL's fused head already scores only label positions
-        mixins.append(LabelOnlyLoss)
-    name = "LabelOnlySFTTrainer" if LabelOnlyLoss in mixins else "SFTTrainer"
-    return type(name, (*mixins, SFTTrainer), {}) if mixins else SFTTrainer
+        splits.notes += [share.line(data.mix_by) for share in mixture]
+        state["mixture"] = mixture
+    if "validation" in names and validation is not None:
+        state["validation_sources"] = names["validation"]
+    return state
 
 
 def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any:
@@ -213,7 +181,7 @@ def _tokenized(recipe: Recipe, tokenizer: Any, splits: Splits, name: str) -> Any
         return None
     data = recipe.data
     done = tokenize_sft(split, tokenizer, completion_only=not data.train_on_prompt,
-                        assistant_only=data.format == "chat" and not data.train_on_prompt, max_length=data.max_length,
+                        assistant_only=data.assistant_only, max_length=data.max_length,
                         packing=recipe.training.packing, cut_prompt=_classifier_cut(recipe, tokenizer, splits))  # fmt: skip
     splits.lengths[name] = done.lengths
     if len(done.dataset) == 0:
@@ -246,16 +214,16 @@ def _classifier_cut(recipe: Recipe, tokenizer: Any, splits: Splits) -> Any:
     return partial(cut_for_classifier, max_length=recipe.data.max_length, answer=answer)
 
 
-def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Splits, args: Any) -> Trainer:
-    from transformers import DataCollatorWithPadding
-
+def _classifier_datasets(recipe: Recipe, tokenizer: Any, splits: Splits) -> tuple[Any, Any, Any]:
+    """The sequence head's encoded train and validation rows, and its loss (class weights) or None."""
     from llm_tune.classification.heads import encode_for_classifier
-    from llm_tune.classification.problems import training_target
+    from llm_tune.classification.problems import problem_of
     from llm_tune.classification.weights import weighted_cross_entropy
     from llm_tune.data.mixture import SOURCE
     from llm_tune.data.tokens import over_length_note
 
-    encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length, training_target(recipe))
+    target = problem_of(recipe).training_target(recipe.classification)
+    encode = encode_for_classifier(tokenizer, splits.labels, recipe.data.max_length, target)
     weights = recipe.classification.class_weights
     encoded = {}
     for name in ("train", "validation"):
@@ -268,16 +236,8 @@ def _classifier_trainer(recipe: Recipe, model: Any, tokenizer: Any, splits: Spli
         if over := sum(n > recipe.data.max_length for n in splits.lengths[name]):
             splits.notes.append(over_length_note(name, over, len(done), recipe.data.max_length))
         encoded[name] = done.remove_columns("length")
-    train, validation = encoded["train"], encoded.get("validation")
-    return trainer_class(recipe)(
-        model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=validation,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_loss_func=weighted_cross_entropy([weights[label] for label in splits.labels]) if weights else None,
-    )
+    loss = weighted_cross_entropy([weights[label] for label in splits.labels]) if weights else None
+    return encoded["train"], encoded.get("validation"), loss
 
 
 def _answer_token_weight(recipe: Recipe, tokenizer: Any, train: Any) -> Any:
