@@ -239,9 +239,8 @@ def _lines(path: Path) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> None:
     from llm_tune.recipe.chain import load_checked_stages
-    from llm_tune.recipe.loading import resolved_yaml
-
     from llm_tune.recipe.kinds import kind_of
+    from llm_tune.recipe.loading import resolved_yaml
 
     stages = load_checked_stages(args.recipe, args.overrides)
     print("---\n".join(resolved_yaml(recipe, kind_of(recipe)) for recipe in stages), end="")
