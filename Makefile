@@ -1,5 +1,6 @@
 # make demo: set up (venv, install, default model) and fine-tune the sentiment recipe.
 # make test: set up and run the test suite (make test-slow: the slow end-to-end tests, which CI runs too).
+# make lean: every shipped recipe one step in a venv of the required dependencies only (CI runs it last).
 # make test-fast: the in-process tier (bad input, recipes, pure functions), under a minute: run it after every edit.
 # make format: ruff's layout over the tree; make typecheck: mypy over the typed core (pyproject's [tool.mypy]).
 VENV ?= .venv

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,33 +40,39 @@ def main() -> int:
     if extras:
         print(f"not a lean environment: {extras} importable; run with .venv-lean/bin/python", file=sys.stderr)
         return 1
+    wanted = set(sys.argv[1:])  # recipe names to run (default: every one)
     work = Path(tempfile.mkdtemp(prefix="llm-tune-lean-"))
     model = tiny_model(work / "tiny")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(work / "cache")}
-    failed = 0
+    recipes = [r for r in sorted((ROOT / "recipes").glob("*.yaml")) if not wanted or r.stem in wanted]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: each is one process of a tiny model
+        results = list(pool.map(lambda r: _run(r, model, work, env), recipes))
     print(f"{'recipe':<24} {'result':<10} {'s':>5}  last line")
-    wanted = set(sys.argv[1:])  # recipe names to run (default: every one)
-    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
-        if wanted and recipe.stem not in wanted:
-            continue
-        chained = "\n---" in recipe.read_text()
-        overrides = [f"model.name_or_path={model}", "training.max_steps=1", "training.save_steps=1", "export=null"]
-        if not chained:  # a chained recipe's stages name each other's folders: they stay where the recipe puts them
-            overrides.append(f"output_dir={work / recipe.stem}")
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "llm_tune", str(recipe.relative_to(ROOT)), *overrides],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
-        lines = (done.stdout + done.stderr).strip().splitlines() or [""]
-        if done.returncode == 0:
-            result = "trained"
-        elif done.returncode == 2 and EXTRA_LINE in lines[-1] and "Traceback" not in done.stderr:
-            result = "extra"  # refused at once, naming the extra that brings the feature
-        else:
-            result, failed = "FAILED", failed + 1
-        print(f"{recipe.name:<24} {result:<10} {time.perf_counter() - started:5.0f}  {lines[-1][:100]}", flush=True)
+    for recipe, (result, seconds, lines) in zip(recipes, results):
+        print(f"{recipe.name:<24} {result:<10} {seconds:5.0f}  {lines[-1][:100]}", flush=True)
         if result == "FAILED":
             print("\n".join(lines[-20:]), file=sys.stderr)
+    failed = sum(result == "FAILED" for result, _, _ in results)
     return 1 if failed else 0
+
+
+def _run(recipe: Path, model: Path, work: Path, env: dict[str, str]) -> tuple[str, float, list[str]]:
+    """One step of the recipe on the tiny model: 'trained', 'extra' (refused at once naming its extra) or 'FAILED'."""
+    chained = "\n---" in recipe.read_text()
+    overrides = [f"model.name_or_path={model}", "training.max_steps=1", "training.save_steps=1", "export=null"]
+    if not chained:  # a chained recipe's stages name each other's folders: they stay where the recipe puts them
+        overrides.append(f"output_dir={work / recipe.stem}")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "llm_tune", str(recipe.relative_to(ROOT)), *overrides], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    lines = (done.stdout + done.stderr).strip().splitlines() or [""]
+    if done.returncode == 0:
+        result = "trained"
+    elif done.returncode == 2 and EXTRA_LINE in lines[-1] and "Traceback" not in done.stderr:
+        result = "extra"
+    else:
+        result = "FAILED"
+    return result, time.perf_counter() - started, lines
 
 
 def _importable(module: str) -> bool:

@@ -139,7 +139,7 @@ def gguf_against_eval(run: Path) -> dict[str, Any]:
 
     sys.path.insert(0, str(ROOT))
     from llm_tune.classification.heads import classifier_prompt_ids, label_token_ids
-    from llm_tune.classification.scoring import classification_rows
+    from llm_tune.classification.rows import classification_rows
     from llm_tune.model.trained import load_trained
 
     trained = load_trained(run)  # the recipe and the tokenizer the run trained with
@@ -151,10 +151,14 @@ def gguf_against_eval(run: Path) -> dict[str, Any]:
     labels = recipe.classification.labels
     tokens = [ids[0] for ids in label_token_ids(tokenizer, labels)]
     rows = classification_rows(recipe, str(recipe.data.validation), tokenizer)
+    # eval/predictions.jsonl holds the rows the evaluation reported on (with calibrate, the half T was not fitted on)
     evaluated = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    by_text = {row["text"]: row for row in evaluated}
     same, worst = 0, 0.0
     with torch.inference_mode():
-        for prompt, seen in zip(rows["prompt"], evaluated, strict=True):
+        for prompt, text in zip(rows["prompt"], rows["text"], strict=True):
+            if (seen := by_text.get(text)) is None:
+                continue
             ids = torch.tensor([classifier_prompt_ids(tokenizer, prompt, recipe.data.max_length)])
             probs = torch.softmax(lm(input_ids=ids).logits[0, -1, tokens].float(), -1).tolist()
             same += labels[max(range(len(labels)), key=probs.__getitem__)] == seen["prediction"]

@@ -60,14 +60,14 @@ from pathlib import Path
 from llm_tune.recipe.loading import load_recipe
 from llm_tune.model.loading import load_model, load_tokenizer
 from llm_tune.classification.heads import init_head_from_label_tokens
-from llm_tune.classification.scoring import evaluate_classifier
+from llm_tune.classification.scoring import evaluate_file
 recipe = load_recipe("recipes/sentiment.yaml", ["classification.head={head}"])
 tok = load_tokenizer(recipe.model)
 labels = recipe.classification.labels
 model = load_model(recipe.model, tok, labels=labels if "{head}" == "sequence" else None)
 if "{head}" == "sequence":
     init_head_from_label_tokens(model, tok, labels)
-evaluate_classifier(recipe, model, tok, {str(val)!r}, 32, Path({str(work / f"zero-shot-{head}")!r}))
+evaluate_file(recipe, model, tok, {str(val)!r}, 32, Path({str(work / f"zero-shot-{head}")!r}))
 """
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True, capture_output=True)
     return json.loads((work / f"zero-shot-{head}" / "metrics.json").read_text())["accuracy"]

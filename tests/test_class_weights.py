@@ -87,13 +87,11 @@ def test_each_answer_token_takes_its_rows_weight():
     assert row_weights(labels, token_weight).tolist() == [[0, 0.25, 0.25], [4.0, 4.0, 0], [0, 0, 0]]
 
 
-@pytest.mark.fast
 def test_balanced_weights_count_what_a_mixtures_epoch_trains(tiny_model, data_dir, tmp_path, monkeypatch):
     """Source A (6 positive, 2 negative, weight 1) and B (4 negative, weight 3): an epoch of 12 rows draws 3 of A
     and 9 of B, so it trains 2.25 positive and 9.75 negative rows on average; counted over the rows loaded (6 and 6)
     the weights would be 1 and 1, a 4:1 skew left in place."""
-    from llm_tune.recipe.schema import Recipe
-    from llm_tune.tasks import task_for
+    from conftest import call_cli
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     a = [{"text": f"good film {i}", "label": "positive"} for i in range(6)]
@@ -107,7 +105,7 @@ def test_balanced_weights_count_what_a_mixtures_epoch_trains(tiny_model, data_di
         data={"train": [{"path": str(tmp_path / "a.jsonl"), "weight": 1}, {"path": str(tmp_path / "b.jsonl"), "weight": 3}],
               "format": "classification", "max_length": 64},
     )  # fmt: skip
-    prepared = task_for(Recipe.model_validate(recipe)).prepare()
-    weights = prepared.recipe.classification.class_weights
+    recipe["training"] |= {"max_steps": 1}
+    call_cli(write_recipe(tmp_path / "r.yaml", recipe))
+    weights = yaml.safe_load((tmp_path / "out" / "recipe.resolved.yaml").read_text())["classification"]["class_weights"]
     assert weights == pytest.approx({"positive": 12 / (2 * 2.25), "negative": 12 / (2 * 9.75)}, rel=1e-5)
-    assert Recipe.model_validate(recipe).classification.class_weights == "balanced"  # the user's recipe is kept

@@ -228,3 +228,27 @@ def test_duplicates_near_duplicates_conflicts_and_leakage_are_counted():
     alone = duplicate_findings(train, None, Findings())
     assert alone.validation is None and alone.train_validation_overlap is None
     assert asdict(alone.train) == {"exact_duplicates": 1, "near_duplicates": 1, "conflicting_labels": 1}
+
+
+@pytest.mark.fast
+def test_the_hub_revision_reaches_from_pretrained(tiny_model, monkeypatch):
+    """model.revision and model.trust_remote_code reach transformers' from_pretrained for the tokenizer and the
+    model (a local folder has no revisions and no code of its own, so tests/test_keys.py cannot see them act)."""
+    import transformers
+
+    from llm_tune.model.loading import load_model, load_tokenizer
+    from llm_tune.recipe.schema import ModelConfig
+
+    seen: list[dict] = []
+    for auto in ("AutoTokenizer", "AutoModelForCausalLM"):
+        cls = getattr(transformers, auto)
+        original = cls.from_pretrained.__func__
+
+        def record(klass, *args, _original=original, **kwargs):
+            seen.append({k: kwargs.get(k) for k in ("revision", "trust_remote_code")})
+            return _original(klass, *args, **{**kwargs, "revision": None, "trust_remote_code": False})
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(record))
+    cfg = ModelConfig(name_or_path=str(tiny_model), revision="v2", trust_remote_code=True)
+    load_model(cfg, load_tokenizer(cfg))
+    assert seen == [{"revision": "v2", "trust_remote_code": True}] * 2

@@ -88,8 +88,8 @@ def _run_grid(combos: list[dict[str, Any]], make, base: Recipe) -> list[Trial]:
         if _finished(folder, recipe):
             say(f"trial-{number} {values}: finished before, skipped")
         else:
-            if (folder.checkpoints).is_dir():
-                recipe.training.resume = "auto"  # interrupted: carry on from its last complete checkpoint
+            if (folder.checkpoints).is_dir():  # interrupted: carry on from its last complete checkpoint
+                recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"resume": "auto"})})
             say(f"trial-{number} of {len(combos)}: {values}")
             _train(recipe)
         results.append(_trial(number, values, folder, base, "finished"))
