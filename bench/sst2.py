@@ -60,7 +60,7 @@ from pathlib import Path
 from llm_tune.recipe.loading import load_recipe
 from llm_tune.model.loading import load_model, load_tokenizer
 from llm_tune.classification.heads import init_head_from_label_tokens
-from llm_tune.classification.scoring import evaluate_file
+from llm_tune.classification.commands import evaluate_file
 recipe = load_recipe("recipes/sentiment.yaml", ["classification.head={head}"])
 tok = load_tokenizer(recipe.model)
 labels = recipe.classification.labels

@@ -88,7 +88,9 @@ def _run_commands(sub: Any) -> None:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--data", help="a labelled file (default: the run's validation file)")
     evaluate.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
-    evaluate.set_defaults(run=_lazy("llm_tune.classification.scoring", "eval_command", "run_dir", "data", "batch_size"))
+    evaluate.set_defaults(
+        run=_lazy("llm_tune.classification.commands", "eval_command", "run_dir", "data", "batch_size")
+    )
     predict = sub.add_parser("predict", help="label probabilities from a classification run")
     predict.add_argument("run_dir", type=Path)
     given = predict.add_mutually_exclusive_group(required=True)
@@ -97,7 +99,7 @@ def _run_commands(sub: Any) -> None:
     predict.add_argument("--text-pair", action="append", help="a pair run: the second text of each --text, in order")
     predict.add_argument("--batch-size", type=int, help="default: the recipe's per_device_eval_batch_size")
     predict.set_defaults(
-        run=lambda a: _lazy("llm_tune.classification.scoring", "predict_command")(
+        run=lambda a: _lazy("llm_tune.classification.commands", "predict_command")(
             a.run_dir, a.text or _lines(a.file), a.batch_size, a.text_pair
         )
     )

@@ -148,8 +148,8 @@ def test_eval_and_predict_cut_prompts_as_training_did(tiny_model, data_dir, tmp_
     import torch
     from datasets import Dataset
 
+    from llm_tune.classification.commands import predict_command
     from llm_tune.classification.heads import classifier_prompt_ids, label_probabilities
-    from llm_tune.classification.scoring import predict_command
     from llm_tune.data.formats import render
     from llm_tune.model.trained import load_trained
 

@@ -8,29 +8,14 @@ recipe records them); the recipe given is not changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_tune.classification.rows import ScoredRows
 from llm_tune.console import say
 from llm_tune.recipe.schema import Recipe
 
 FIT_SHARE = 0.5  # of the validation rows fit thresholds or the temperature; the other half reports
-
-
-@dataclass(frozen=True)
-class ScoredRows:
-    """Rows a classifier is scored on: their rendered prompts, targets (as the `label` column holds them) and the
-    texts predictions.jsonl shows."""
-
-    name: str
-    prompts: list[Any]
-    truth: list[Any]
-    texts: list[str]
-
-    def subset(self, picked: list[int], name: str) -> ScoredRows:
-        return ScoredRows(name, [self.prompts[i] for i in picked], [self.truth[i] for i in picked],
-                          [self.texts[i] for i in picked])  # fmt: skip
 
 
 def file_rows(recipe: Recipe, spec: str, tokenizer: Any, skip_bad_rows: bool = False) -> ScoredRows:

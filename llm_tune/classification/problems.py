@@ -14,7 +14,7 @@ from llm_tune.errors import UserError
 from llm_tune.recipe.schema import ClassificationConfig, Recipe
 
 if TYPE_CHECKING:
-    from llm_tune.classification.evaluation import ScoredRows
+    from llm_tune.classification.rows import ScoredRows
 
 
 class SingleLabel:

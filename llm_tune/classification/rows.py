@@ -3,6 +3,7 @@ One function for the single-label scoring, the multi-label/regression scoring an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from llm_tune.recipe.schema import Recipe
@@ -22,3 +23,18 @@ def classification_rows(recipe: Recipe, spec: str, tokenizer: Any, skip_bad_rows
         say(note)
     rendered = render(rows, cfg, recipe.classification.labels, tokenizer.chat_template is not None)
     return rendered.add_column("text", rows[cfg.fields.text])
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """Rows a classifier is scored on: their rendered prompts, targets (as the `label` column holds them) and the
+    texts predictions.jsonl shows."""
+
+    name: str
+    prompts: list[Any]
+    truth: list[Any]
+    texts: list[str]
+
+    def subset(self, picked: list[int], name: str) -> ScoredRows:
+        return ScoredRows(name, [self.prompts[i] for i in picked], [self.truth[i] for i in picked],
+                          [self.texts[i] for i in picked])  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llm_tune.classification.evaluation import ScoredRows
+from llm_tune.classification.rows import ScoredRows
 from llm_tune.recipe.schema import Recipe
 
 
@@ -21,14 +21,18 @@ def sequence_outputs(recipe: Recipe, model: Any, tokenizer: Any, prompts: list[A
 
 
 def report_multilabel(recipe: Recipe, outputs: Any, rows: ScoredRows, out: Path, seconds: float) -> dict[str, Any]:
-    from llm_tune.classification.multilabel import format_multilabel_report, threshold_vector
-    from llm_tune.classification.problems import problem_of
+    from llm_tune.classification.multilabel import (
+        format_multilabel_report,
+        multi_hot,
+        multilabel_metrics,
+        threshold_vector,
+    )
     from llm_tune.classification.scoring import write_report
 
     c = recipe.classification
     labels = c.labels or []
-    metrics = _opening(rows, seconds, labels) | problem_of(recipe).metrics(c, outputs, rows.truth)
     thresholds = threshold_vector(c.thresholds, labels)
+    metrics = _opening(rows, seconds, labels) | multilabel_metrics(outputs, multi_hot(rows.truth, labels), thresholds)
     metrics["thresholds"] = dict(zip(labels, thresholds.tolist()))
     predictions = [
         {
@@ -44,11 +48,10 @@ def report_multilabel(recipe: Recipe, outputs: Any, rows: ScoredRows, out: Path,
 
 
 def report_regression(recipe: Recipe, outputs: Any, rows: ScoredRows, out: Path, seconds: float) -> dict[str, Any]:
-    from llm_tune.classification.problems import problem_of
-    from llm_tune.classification.regression import format_regression_report
+    from llm_tune.classification.regression import format_regression_report, regression_metrics
     from llm_tune.classification.scoring import write_report
 
-    metrics = _opening(rows, seconds) | problem_of(recipe).metrics(recipe.classification, outputs, rows.truth)
+    metrics = _opening(rows, seconds) | regression_metrics(outputs, rows.truth)
     predictions = [{"text": t, "label": y, "prediction": float(p)} for t, y, p in zip(rows.texts, rows.truth, outputs)]
     write_report(out, predictions, metrics, format_regression_report(metrics), seconds)
     return metrics

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from llm_tune.data.mixture import SOURCE
 from llm_tune.data.pair_rows import pair_problem, render_for_prompting
 from llm_tune.data.targets import (
+    check_separator,
     class_label_names,
     discovered_labels,
     fill_prompt,
@@ -178,7 +179,7 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
     raw = [read_rows(s.path) for s in cfg.train_sources]
     if cfg.labelled and labels is None:  # a `datasets` ClassLabel column names its integers
         labels = class_label_names(raw[0], cfg)
-    _check_separator(cfg, raw)
+    check_separator(cfg, raw)
     train_parts = [keep_good_rows(rows, cfg, s.path, labels, notes) for rows, s in zip(raw, cfg.train_sources)]
     if cfg.labelled and labels is None and cfg.format != "regression":
         labels = sorted_labels({label for part in train_parts for label in discovered_labels(part, cfg) or []})
@@ -200,19 +201,6 @@ def load_splits(cfg: DataConfig, labels: list[str] | None, tokenizer: PreTrained
             splits.source_names["validation"] = splits.source_names["train"]
     splits.notes = [n for n in notes if n]
     return splits
-
-
-def _check_separator(cfg: DataConfig, parts: list[Dataset]) -> None:
-    """data.label_separator splits a labels cell that is one string; set on rows whose cells are all lists, it would
-    do nothing."""
-    if cfg.format != "multi_label" or cfg.label_separator == DataConfig.model_fields["label_separator"].default:
-        return
-    column = cfg.fields.labels
-    if not any(isinstance(v, str) for part in parts if column in part.column_names for v in part[column]):
-        raise UserError(
-            f"data.label_separator: {cfg.label_separator!r} splits a labels cell written as one string, and every"
-            f" '{column}' cell of {cfg.train_label} is a list; remove it"
-        )
 
 
 def with_validation(splits: Splits, cfg: DataConfig, conversational: bool) -> Splits:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from llm_tune.errors import UserError
 from llm_tune.recipe.data import DataConfig
 
 
@@ -131,6 +132,19 @@ def class_label_names(rows: Any, cfg: DataConfig) -> list[str] | None:
     feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) / List(ClassLabel)
     names = getattr(feature, "names", None)
     return list(names) if names else None
+
+
+def check_separator(cfg: DataConfig, parts: list[Any]) -> None:
+    """data.label_separator splits a labels cell that is one string; set on rows whose cells are all lists, it would
+    do nothing."""
+    if cfg.format != "multi_label" or cfg.label_separator == DataConfig.model_fields["label_separator"].default:
+        return
+    column = cfg.fields.labels
+    if not any(isinstance(v, str) for part in parts if column in part.column_names for v in part[column]):
+        raise UserError(
+            f"data.label_separator: {cfg.label_separator!r} splits a labels cell written as one string, and every"
+            f" '{column}' cell of {cfg.train_label} is a list; remove it"
+        )
 
 
 def fill_prompt(cfg: DataConfig, text: str, labels: list[str] | None, text_pair: str | None = None) -> str:

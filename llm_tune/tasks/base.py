@@ -10,6 +10,7 @@ as `Learned` and is written into the saved recipe once."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,7 +46,7 @@ class Learned:
         )
 
 
-class Task:
+class Task(ABC):
     """The base of the three tasks (tasks/sft.py, tasks/classifier.py, tasks/preference.py)."""
 
     kind: ClassVar[str]  # the key table's name for it (tasks/keys.py)
@@ -70,21 +71,22 @@ class Task:
         splits, recipe = self.data(recipe, tokenizer)
         return Prepared(recipe, tokenizer, stock, splits)
 
+    @abstractmethod
     def data(self, recipe: Recipe, tokenizer: Any) -> tuple[Any, Recipe]:
         """The splits, and the recipe with what the training rows resolve."""
-        raise NotImplementedError
 
     def arguments(self, prepared: Prepared, out: RunFolder) -> Any:
         """The trainer's arguments object, made before the model (train/trainer.py: training_arguments); None when
         the trainer makes its own."""
         return None
 
+    @abstractmethod
     def model(self, prepared: Prepared) -> tuple[Any, tuple[int, int]]:
         """The model to train and its (trainable, total) parameter counts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def trainer(self, prepared: Prepared, model: Any, args: Any, out: RunFolder) -> Any:
-        raise NotImplementedError
+        """The configured trainer (tokenizes the rows it trains on)."""
 
     def before_training(self, trainer: Any, prepared: Prepared) -> dict[str, Any] | None:
         """The step-0 values of a run that starts at step 0 (a gate may refuse the run); None: no step-0 check."""
